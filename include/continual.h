@@ -1,0 +1,182 @@
+/*
+ * continual.h — public API of libcontinual, a C11 runtime for Continual Inference Networks.
+ *
+ * A network trained in PyTorch (torch.nn or the `continual` package) is exported to one
+ * safetensors file (weights named as in the state_dict, the network as JSON in __metadata__).
+ *
+ *   co_model  : weights + the network compiled into a flat step plan. Read-only after
+ *               co_model_load(); one model may be shared by any number of threads.
+ *   co_stream : the state of one live stream (ring buffers, phase counters) and all scratch,
+ *               in one arena allocated by co_stream_create(). Stepping allocates nothing.
+ *
+ * Tensors are float32, C-contiguous, in the PyTorch layout:
+ *   clip  (B, C, T, *S)   — time is always dim 2
+ *   frame (B, C, *S)      — one step: the clip with dim 2 removed
+ *
+ * Every call returns a co_status. On failure the call leaves a readable message, retrieved
+ * with co_last_error() (per thread), and leaves the stream exactly as it was.
+ * The library never aborts, never prints and never exits.
+ */
+#ifndef CONTINUAL_H
+#define CONTINUAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(CO_BUILD_SHARED)
+#define CO_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define CO_API __attribute__((visibility("default")))
+#else
+#define CO_API
+#endif
+
+#define CO_VERSION_MAJOR 0
+#define CO_VERSION_MINOR 1
+#define CO_VERSION_PATCH 0
+
+/* Largest tensor rank the library handles: (B, C, T, D, H, W) plus one spare. */
+#define CO_MAX_DIMS 8
+
+typedef enum co_status {
+    CO_OK = 0,
+    CO_ERR_INVALID_ARGUMENT = 1, /* NULL pointer, bad enum, wrong size argument */
+    CO_ERR_OUT_OF_MEMORY = 2,    /* the allocator returned NULL */
+    CO_ERR_IO = 3,               /* the file could not be opened or read */
+    CO_ERR_FORMAT = 4,           /* the file is not a valid safetensors file */
+    CO_ERR_NETWORK = 5,          /* the network JSON is invalid (unknown module, bad value) */
+    CO_ERR_TENSOR = 6,           /* a weight is missing, unused, of the wrong shape or dtype */
+    CO_ERR_SHAPE = 7,            /* an input shape does not fit the network */
+    CO_ERR_BUFFER_TOO_SMALL = 8, /* a caller buffer is smaller than needed */
+    CO_ERR_STATE = 9,            /* a saved state does not belong to this stream's model */
+    CO_ERR_UNSUPPORTED = 10      /* valid, but not (yet) supported by this library */
+} co_status;
+
+/* Short name of a status code ("CO_ERR_SHAPE"); never NULL. */
+CO_API const char *co_status_name(co_status status);
+
+/* Message of the last failed call on this thread (empty if none). The string is owned by the
+ * library and valid until the next call on this thread. */
+CO_API const char *co_last_error(void);
+
+/* ---- Allocator hook ------------------------------------------------------------------------
+ * Every allocation of the library goes through this hook (default: malloc/free). Set it before
+ * creating any object; objects must be freed with the allocator they were created with.
+ * `alloc` must return memory aligned to at least 16 bytes (the library aligns its arenas
+ * itself to 64). Passing NULL restores malloc/free. */
+typedef struct co_allocator {
+    void *(*alloc)(size_t size, void *user);
+    void (*free)(void *ptr, void *user);
+    void *user;
+} co_allocator;
+CO_API co_status co_set_allocator(const co_allocator *allocator);
+
+/* ---- Shapes --------------------------------------------------------------------------------- */
+typedef struct co_shape {
+    int ndim;
+    int64_t dims[CO_MAX_DIMS];
+} co_shape;
+
+/* ---- Model -------------------------------------------------------------------------------- */
+typedef struct co_model co_model;
+
+/* Loads and compiles a model file. On success *out is a new model owned by the caller
+ * (free with co_model_free). On failure *out is NULL. */
+CO_API co_status co_model_load(const char *path, co_model **out);
+/* Same, from a memory buffer (the model copies what it keeps; `data` stays the caller's). */
+CO_API co_status co_model_load_memory(const void *data, size_t size, co_model **out);
+CO_API void co_model_free(co_model *model); /* NULL is a no-op */
+
+/* Temporal properties of the whole network (as the reference's properties of the root). */
+typedef struct co_temporal {
+    int64_t receptive_field;
+    int64_t delay;   /* rf - 1 - padding unless the module defines otherwise */
+    int64_t stride;
+    int64_t padding;
+} co_temporal;
+CO_API co_status co_model_temporal(const co_model *model, co_temporal *out);
+
+/* The frame shape (C, *S) recorded in the file by the exporter, without batch.
+ * CO_ERR_SHAPE if the file records none (then use co_stream_create_shaped). */
+CO_API co_status co_model_frame_shape(const co_model *model, co_shape *frame_shape);
+
+/* Number of parameters (float weights) and the network's node tree.
+ * Nodes are numbered in pre-order; node 0 is the root. */
+CO_API int64_t co_model_param_count(const co_model *model);
+CO_API int co_model_node_count(const co_model *model);
+typedef struct co_node_info {
+    const char *path;  /* state_dict prefix, "" for the root; owned by the model */
+    const char *type;  /* "Conv3d", "Sequential", ... ; owned by the model */
+    int depth;         /* 0 for the root */
+    int parent;        /* -1 for the root */
+    int64_t params;    /* parameters of this node and its children */
+    co_temporal temporal;
+} co_node_info;
+CO_API co_status co_model_node(const co_model *model, int index, co_node_info *out);
+
+/* Description of the plan for `batch` streams of the given frame shape (C, *S); pass
+ * frame_shape NULL for the file's. Any pointer may be NULL. */
+typedef struct co_plan_info {
+    co_shape output_frame;  /* (B, C', *S') of one step's output */
+    int64_t macs_per_step;  /* multiply-accumulates of one step in steady state, all ops */
+    size_t state_bytes;     /* stream state (what save/restore moves), without header */
+    size_t arena_bytes;     /* whole per-stream arena: state, its shadow, buffers, scratch */
+    int num_ops;
+} co_plan_info;
+CO_API co_status co_model_plan_info(const co_model *model, int batch, const co_shape *frame_shape,
+                                    co_plan_info *out);
+
+/* forward: the whole clip (B, C, T, *S) at once; exactly what torch.nn gives for the clip.
+ * Reads and writes no stream state. Allocates its temporaries through the allocator hook. */
+CO_API co_status co_forward_shape(const co_model *model, const co_shape *in, co_shape *out);
+CO_API co_status co_forward(const co_model *model, const co_shape *in, const float *x, float *y,
+                            size_t y_capacity /* floats */);
+
+/* ---- Streams ------------------------------------------------------------------------------ */
+typedef struct co_stream co_stream;
+
+/* A stream of `batch` parallel sequences, frame shape from the file. *out owned by the caller. */
+CO_API co_status co_stream_create(const co_model *model, int batch, co_stream **out);
+/* Same for an explicit frame shape (C, *S), without batch. */
+CO_API co_status co_stream_create_shaped(const co_model *model, int batch, const co_shape *frame_shape,
+                                         co_stream **out);
+CO_API void co_stream_free(co_stream *stream); /* NULL is a no-op */
+
+CO_API const co_model *co_stream_model(const co_stream *stream);
+/* Shapes of one input frame (B, C, *S) and one output frame (B, C', *S'). */
+CO_API co_status co_stream_input_shape(const co_stream *stream, co_shape *out);
+CO_API co_status co_stream_output_shape(const co_stream *stream, co_shape *out);
+
+/* One frame in (B, C, *S) → `y` gets one output frame when *has_output is set to 1.
+ * `y` must hold co_stream_output_shape() floats. With update_state = 0 the call is a pure
+ * peek: same output, the state is left bit-identical. Allocates nothing. */
+CO_API co_status co_forward_step(co_stream *stream, const float *x, float *y, int *has_output,
+                                 int update_state);
+
+/* A clip (B, C, T, *S) stepped frame by frame; the outputs that appear are written to `y` as a
+ * clip (B, C', T_out, *S') and T_out to *t_out (0: no output). With pad_end the end padding of
+ * every module is flushed (so that, from a clean state, the result equals co_forward); the state
+ * reached while flushing is discarded. `y_frames` is the capacity of `y` in output frames and
+ * must be at least co_steps_max_output(). Allocates nothing. */
+CO_API int64_t co_steps_max_output(const co_stream *stream, int64_t t, int pad_end);
+CO_API co_status co_forward_steps(co_stream *stream, const float *x, int64_t t, float *y,
+                                  int64_t y_frames, int64_t *t_out, int pad_end, int update_state);
+
+/* Back to the state of a fresh stream. */
+CO_API co_status co_stream_clean(co_stream *stream);
+
+/* Save / restore: a header (model fingerprint, batch, frame shape, sizes) and the raw state.
+ * Portable between processes of the same build; a state of another model, batch or shape is
+ * rejected with CO_ERR_STATE and the stream is left as it was. */
+CO_API size_t co_stream_state_size(const co_stream *stream);
+CO_API co_status co_stream_save(const co_stream *stream, void *buf, size_t size, size_t *written);
+CO_API co_status co_stream_restore(co_stream *stream, const void *buf, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CONTINUAL_H */

@@ -1,0 +1,95 @@
+/*
+ * build.h — how a module family turns its JSON node into ops (the compiler's interface).
+ *
+ * The compiler walks the network JSON. For each node it looks the "type" up in the registry
+ * (src/core/registry.c) and calls the family's build function, which reads and range-checks
+ * its hyper-parameters, claims its tensors, emits its op(s) and reports its temporal
+ * properties. Containers recurse through co_build_node().
+ */
+#ifndef CO_BUILD_H
+#define CO_BUILD_H
+
+#include <cjson/cJSON.h>
+
+#include "op.h"
+
+typedef struct co_builder co_builder;
+
+/* Temporal properties of a node, as the reference defines them (semantics.md §2). */
+typedef struct co_props {
+    int64_t receptive_field;
+    int64_t delay;
+    int64_t stride;
+    int64_t padding;
+} co_props;
+
+/* Builds one node whose input is value `in`; sets *out (output value) and *props. */
+typedef co_status (*co_build_fn)(co_builder *b, const cJSON *node, const char *path, int in, int *out,
+                                 co_props *props);
+
+/* Registry: build function for a module type name, NULL if unknown. */
+co_build_fn co_registry_find(const char *type);
+
+/* Recursion for containers: builds child `node` (its "name" appended to `path`). */
+co_status co_build_node(co_builder *b, const cJSON *node, const char *parent_path, int in, int *out,
+                        co_props *props);
+
+/* For containers: the node's "children" list (required) and building one child at depth+1. */
+co_status co_build_children(co_builder *b, const cJSON *node, const char *path, const cJSON **children, int *count);
+co_status co_build_child(co_builder *b, const cJSON *child, const char *path, int in, int *out, co_props *props);
+
+/* ---- reading hyper-parameters: each failure names the node path and the key ---- */
+/* Integer `key`; if absent: `def` when !required, else an error. Must lie in [lo, hi]. */
+co_status co_get_int(co_builder *b, const cJSON *node, const char *path, const char *key, int required,
+                     int64_t def, int64_t lo, int64_t hi, int64_t *out);
+co_status co_get_float(co_builder *b, const cJSON *node, const char *path, const char *key, int required,
+                       double def, double lo, double hi, double *out);
+co_status co_get_bool(co_builder *b, const cJSON *node, const char *path, const char *key, int required,
+                      int def, int *out);
+/* String among `choices` (NULL-terminated); *out = its index. */
+co_status co_get_choice(co_builder *b, const cJSON *node, const char *path, const char *key, int required,
+                        int def, const char *const *choices, int *out);
+/* An int or a list of `n` ints (an int is repeated n times), each in [lo, hi]. */
+co_status co_get_ints(co_builder *b, const cJSON *node, const char *path, const char *key, int required,
+                      int64_t def, int n, int64_t lo, int64_t hi, int64_t *out);
+/* A list of 1..max ints, each in [lo, hi]; *n gets the count. */
+co_status co_get_int_list(co_builder *b, const cJSON *node, const char *path, const char *key, int max,
+                          int64_t lo, int64_t hi, int64_t *out, int *n);
+
+/* ---- tensors ---- */
+/* Claims tensor "<path>.<name>" (or "<name>" at the root), which must have exactly the given
+ * shape; returns float32 data owned by the model (converted from the file's dtype).
+ * If !required and absent: *out = NULL and CO_OK. */
+co_status co_take_tensor(co_builder *b, const char *path, const char *name, int ndim, const int64_t *shape,
+                         int required, const float **out);
+/* Claims a tensor whose values are ignored (e.g. BatchNorm's num_batches_tracked): any dtype,
+ * shape must have `ndim` dims. Absent is fine. */
+co_status co_skip_tensor(co_builder *b, const char *path, const char *name, int ndim);
+/* Counts parameters into the current node (called by co_take_tensor for learnable tensors). */
+void co_count_params(co_builder *b, int64_t n);
+
+/* ---- ops and values ---- */
+/* Appends an op of `cls` reading values in[0..n_in), writing a new value (op->out).
+ * NULL (with message) when out of memory. `params` becomes the op's (freed on failure too). */
+co_op *co_emit(co_builder *b, const co_op_class *cls, const char *path, int n_in, const int *in,
+               void *params);
+
+/* Module families (one file each in src/layers). */
+co_status co_build_conv(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
+co_status co_build_linear(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
+co_status co_build_activation(co_builder *b, const cJSON *node, const char *path, int in, int *out,
+                              co_props *p);
+co_status co_build_norm(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
+co_status co_build_identity(co_builder *b, const cJSON *node, const char *path, int in, int *out,
+                            co_props *p);
+co_status co_build_delay(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
+co_status co_build_sequential(co_builder *b, const cJSON *node, const char *path, int in, int *out,
+                              co_props *p);
+co_status co_build_broadcast_reduce(co_builder *b, const cJSON *node, const char *path, int in, int *out,
+                                    co_props *p);
+
+/* Is `type` handled by co_build_activation / co_build_norm? (for the registry) */
+int co_is_activation_type(const char *type);
+int co_is_norm_type(const char *type);
+
+#endif /* CO_BUILD_H */

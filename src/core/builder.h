@@ -1,0 +1,22 @@
+/*
+ * builder.h — state of one compilation (internal to src/core).
+ */
+#ifndef CO_BUILDER_H
+#define CO_BUILDER_H
+
+#include "core/model.h"
+#include "io/safetensors.h"
+
+#define CO_BUILDER_MAX_DEPTH 64
+#define CO_BUILDER_MAX_KEYS 32
+
+struct co_builder {
+    co_model *m;
+    co_st_file *file;
+    int depth;    /* depth of the node being built (root 0) */
+    int cur_node; /* index in m->nodes of the node being built, -1 before the root */
+    int n_touched[CO_BUILDER_MAX_DEPTH];
+    const cJSON *touched[CO_BUILDER_MAX_DEPTH][CO_BUILDER_MAX_KEYS];
+};
+
+#endif

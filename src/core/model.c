@@ -1,0 +1,245 @@
+/*
+ * model.c — loading a model file: parse the safetensors container, check the metadata,
+ * compile the network JSON into the flat plan, and insist every tensor found a module.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/builder.h"
+#include "io/safetensors.h"
+
+#define CO_MAX_NETWORK_JSON (16u << 20)
+#define CO_MAX_FILE_BYTES ((uint64_t)64 << 30)
+
+static void model_free_parts(co_model *m)
+{
+    for (int i = 0; i < m->n_ops; i++) {
+        co_op *op = &m->ops[i];
+        if (op->cls && op->cls->destroy) op->cls->destroy(op);
+        else co_free(op->params);
+        co_free(op->path);
+    }
+    co_free(m->ops);
+    for (int i = 0; i < m->n_nodes; i++) {
+        co_free(m->nodes[i].path);
+        co_free(m->nodes[i].type);
+    }
+    co_free(m->nodes);
+    for (int i = 0; i < m->n_weights; i++) co_free(m->weights[i]);
+    co_free(m->weights);
+    co_free(m->producer);
+}
+
+void co_model_free(co_model *m)
+{
+    if (!m) return;
+    model_free_parts(m);
+    co_free(m);
+}
+
+static co_status parse_frame_shape(const char *text, co_model *m)
+{
+    co_json_use_allocator();
+    cJSON *j = cJSON_ParseWithLength(text, strlen(text));
+    co_status st = CO_OK;
+    int n = j && cJSON_IsArray(j) ? cJSON_GetArraySize(j) : -1;
+    if (n < 1 || n > CO_MAX_DIMS - 2) {
+        st = co_error(CO_ERR_FORMAT, "metadata frame_shape must be a JSON list of 1 to %d sizes [C, *S]", CO_MAX_DIMS - 2);
+    } else {
+        int i = 0;
+        m->frame_shape.ndim = n;
+        for (const cJSON *e = j->child; e; e = e->next, i++) {
+            if (!cJSON_IsNumber(e) || e->valuedouble < 1 || e->valuedouble > (double)(1 << 24) ||
+                (double)(int64_t)e->valuedouble != e->valuedouble) {
+                st = co_error(CO_ERR_FORMAT, "metadata frame_shape entry %d is not a size in [1, 2^24]", i);
+                break;
+            }
+            m->frame_shape.dims[i] = (int64_t)e->valuedouble;
+        }
+        m->has_frame_shape = st == CO_OK;
+    }
+    cJSON_Delete(j);
+    return st;
+}
+
+static const char *meta_string(const co_st_file *f, const char *key)
+{
+    const cJSON *v = f->metadata ? cJSON_GetObjectItemCaseSensitive(f->metadata, key) : NULL;
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static co_status compile(co_model *m, co_st_file *file)
+{
+    const char *format = meta_string(file, "format"), *version = meta_string(file, "format_version");
+    const char *network = meta_string(file, "network"), *frame = meta_string(file, "frame_shape");
+    if (!file->metadata) return co_error(CO_ERR_FORMAT, "no __metadata__: not a continual-c model file");
+    if (!format || strcmp(format, "continual-c") != 0)
+        return co_error(CO_ERR_FORMAT, "__metadata__ format is '%.40s', expected 'continual-c'", format ? format : "(missing)");
+    if (!version || strcmp(version, "1") != 0)
+        return co_error(CO_ERR_FORMAT, "__metadata__ format_version '%.20s' is not supported (this library reads '1')",
+                        version ? version : "(missing)");
+    if (!network) return co_error(CO_ERR_FORMAT, "__metadata__ has no 'network'");
+    size_t nlen = strlen(network);
+    if (nlen > CO_MAX_NETWORK_JSON) return co_error(CO_ERR_FORMAT, "network JSON of %zu bytes is too large", nlen);
+    if (frame) {
+        co_status st = parse_frame_shape(frame, m);
+        if (st) return st;
+    }
+    m->fingerprint = 1469598103934665603ull;
+    for (size_t i = 0; i < nlen; i++) m->fingerprint = (m->fingerprint ^ (uint8_t)network[i]) * 1099511628211ull;
+
+    co_json_use_allocator();
+    cJSON *root = cJSON_ParseWithLength(network, nlen);
+    if (!root)
+        return co_error(CO_ERR_NETWORK, "network is not valid JSON (or nests deeper than %d levels)", CJSON_NESTING_LIMIT);
+    co_builder *b = co_calloc(1, sizeof *b);
+    if (!b) {
+        cJSON_Delete(root);
+        return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory compiling the network");
+    }
+    b->m = m;
+    b->file = file;
+    b->depth = 0;
+    b->cur_node = -1;
+    m->n_values = 1;
+    co_props props;
+    int out = 0;
+    co_status st = co_build_node(b, root, "", 0, &out, &props);
+    co_free(b);
+    co_json_use_allocator();
+    cJSON_Delete(root);
+    if (st) return st;
+    m->out_value = out;
+    for (int i = 0; i < file->n_tensors; i++)
+        if (!file->tensors[i].claimed)
+            return co_error(CO_ERR_TENSOR, "unused tensor '%s': no module of the network takes it", file->tensors[i].name);
+    m->producer = co_alloc((size_t)m->n_values * sizeof *m->producer);
+    if (!m->producer) return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory compiling the network");
+    for (int v = 0; v < m->n_values; v++) m->producer[v] = -1;
+    for (int i = 0; i < m->n_ops; i++) {
+        m->producer[m->ops[i].out] = i;
+        m->total_end_pad += m->ops[i].end_pad;
+    }
+    if (m->has_frame_shape) { /* fail at load, not at stream creation, if the file's shape does not fit */
+        co_plan_info info;
+        if ((st = co_model_plan_info(m, 1, NULL, &info))) return st;
+    }
+    return CO_OK;
+}
+
+co_status co_model_load_memory(const void *data, size_t size, co_model **out)
+{
+    if (out) *out = NULL;
+    if (!data || !out) return co_error(CO_ERR_INVALID_ARGUMENT, "co_model_load_memory: NULL argument");
+    const uint16_t probe = 1;
+    if (*(const uint8_t *)&probe != 1) return co_error(CO_ERR_UNSUPPORTED, "big-endian hosts are not supported");
+    co_clear_error();
+    co_st_file file;
+    co_status st = co_st_parse(data, size, &file);
+    if (st) return st;
+    co_model *m = co_calloc(1, sizeof *m);
+    if (!m) {
+        co_st_free(&file);
+        return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory for the model");
+    }
+    st = compile(m, &file);
+    co_st_free(&file);
+    if (st) {
+        co_model_free(m);
+        return st;
+    }
+    *out = m;
+    return CO_OK;
+}
+
+co_status co_model_load(const char *path, co_model **out)
+{
+    if (out) *out = NULL;
+    if (!path || !out) return co_error(CO_ERR_INVALID_ARGUMENT, "co_model_load: NULL argument");
+    FILE *f = fopen(path, "rb");
+    if (!f) return co_error(CO_ERR_IO, "cannot open '%s'", path);
+    long long size = -1;
+    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+    if (size < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return co_error(CO_ERR_IO, "cannot determine the size of '%s' (not a regular file?)", path);
+    }
+    if ((uint64_t)size > CO_MAX_FILE_BYTES || (uint64_t)size > SIZE_MAX) {
+        fclose(f);
+        return co_error(CO_ERR_FORMAT, "'%s' is %lld bytes, larger than supported", path, size);
+    }
+    void *buf = co_alloc((size_t)size ? (size_t)size : 1);
+    if (!buf) {
+        fclose(f);
+        return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory reading '%s' (%lld bytes)", path, size);
+    }
+    size_t got = fread(buf, 1, (size_t)size, f);
+    fclose(f);
+    if (got != (size_t)size) {
+        co_free(buf);
+        return co_error(CO_ERR_IO, "short read on '%s'", path);
+    }
+    co_status st = co_model_load_memory(buf, (size_t)size, out);
+    co_free(buf);
+    return st;
+}
+
+co_status co_model_temporal(const co_model *m, co_temporal *out)
+{
+    if (!m || !out) return co_error(CO_ERR_INVALID_ARGUMENT, "co_model_temporal: NULL argument");
+    const co_props *p = &m->nodes[0].props;
+    out->receptive_field = p->receptive_field;
+    out->delay = p->delay;
+    out->stride = p->stride;
+    out->padding = p->padding;
+    return CO_OK;
+}
+
+co_status co_model_frame_shape(const co_model *m, co_shape *frame_shape)
+{
+    if (!m || !frame_shape) return co_error(CO_ERR_INVALID_ARGUMENT, "co_model_frame_shape: NULL argument");
+    if (!m->has_frame_shape)
+        return co_error(CO_ERR_SHAPE, "the model file records no frame shape; pass one (co_stream_create_shaped)");
+    *frame_shape = m->frame_shape;
+    return CO_OK;
+}
+
+int64_t co_model_param_count(const co_model *m) { return m ? m->params : 0; }
+int co_model_node_count(const co_model *m) { return m ? m->n_nodes : 0; }
+
+co_status co_model_node(const co_model *m, int index, co_node_info *out)
+{
+    if (!m || !out) return co_error(CO_ERR_INVALID_ARGUMENT, "co_model_node: NULL argument");
+    if (index < 0 || index >= m->n_nodes)
+        return co_error(CO_ERR_INVALID_ARGUMENT, "co_model_node: index %d out of range [0, %d)", index, m->n_nodes);
+    const co_node *n = &m->nodes[index];
+    out->path = n->path;
+    out->type = n->type;
+    out->depth = n->depth;
+    out->parent = n->parent;
+    out->params = n->params;
+    out->temporal.receptive_field = n->props.receptive_field;
+    out->temporal.delay = n->props.delay;
+    out->temporal.stride = n->props.stride;
+    out->temporal.padding = n->props.padding;
+    return CO_OK;
+}
+
+co_status co_plan_resolve(const co_model *m, const co_tshape *in, co_oprt *rt, co_tshape *values, co_tshape *out)
+{
+    values[0] = *in;
+    for (int i = 0; i < m->n_ops; i++) {
+        const co_op *op = &m->ops[i];
+        co_tshape ins[8];
+        for (int k = 0; k < op->n_in; k++) ins[k] = values[op->in[k]];
+        memset(&rt[i], 0, sizeof rt[i]);
+        co_status st = op->cls->resolve(op, ins, &rt[i]);
+        if (st) return st;
+        if (co_tshape_numel(&rt[i].out) > ((int64_t)1 << 40))
+            return co_error(CO_ERR_SHAPE, "%s: output of %lld elements is too large", op->path,
+                            (long long)co_tshape_numel(&rt[i].out));
+        values[op->out] = rt[i].out;
+    }
+    *out = values[m->out_value];
+    return CO_OK;
+}

@@ -1,0 +1,96 @@
+/*
+ * op.h — the internal interface every module implements (one "op class" per module family).
+ *
+ * A model is compiled into a flat plan: an array of ops in topological order over numbered
+ * values (value 0 is the network input). Containers (Sequential, BroadcastReduce, ...) dissolve
+ * into the wiring; only leaves and reductions become ops.
+ *
+ * Each op runs in two modes over the same parameters:
+ *   step  — one frame (B, C, *S) per value; the op may keep state in the stream arena and may
+ *           produce no output (returns 0).
+ *   clip  — the whole clip (B, C, T, *S); exactly torch.nn's forward; no state.
+ * Shapes are resolved per mode by `resolve`, which fills a co_oprt (per-op runtime facts).
+ */
+#ifndef CO_OP_H
+#define CO_OP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "continual.h"
+
+typedef enum co_fill { CO_FILL_ZEROS = 0, CO_FILL_REPLICATE = 1, CO_FILL_NEG_INF = 2 } co_fill;
+
+/* Shape of a value: a frame (B, C, *S) when has_time == 0, a clip (B, C, T, *S) otherwise. */
+typedef struct co_tshape {
+    int ndim;
+    int has_time;
+    int64_t d[CO_MAX_DIMS];
+} co_tshape;
+
+/* Facts an op resolves for given input shapes. Lives in the stream (or in a forward call). */
+typedef struct co_oprt {
+    co_tshape out;
+    size_t state_bytes;    /* step mode: bytes of state (8-byte aligned by the planner) */
+    size_t scratch_floats; /* floats of scratch the op needs during one call */
+    int64_t macs;          /* multiply-accumulates of one call (step: per step) */
+    int64_t aux[16];       /* op-specific resolved integers */
+} co_oprt;
+
+typedef struct co_op co_op;
+
+typedef struct co_op_class {
+    const char *name;
+    /* Output shape and sizes for inputs of shapes in[0 .. op->n_in). On failure sets a message
+     * with co_error(...) and returns its status. */
+    co_status (*resolve)(const co_op *op, const co_tshape *in, co_oprt *rt);
+    /* Step mode (NULL for stateless ops): state to the clean state. */
+    void (*reset)(const co_op *op, const co_oprt *rt, void *state);
+    /* Step mode (NULL if nothing to check): validates a restored state, CO_ERR_STATE if it
+     * could make the op read out of bounds. */
+    co_status (*check_state)(const co_op *op, const co_oprt *rt, const void *state);
+    /* One frame; returns 1 when `out` was written, 0 for "no output this step". */
+    int (*step)(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out,
+                float *scratch);
+    /* Whole clip (inputs and output shaped as resolved with has_time = 1). */
+    co_status (*clip)(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes,
+                      const float *const *in, float *out, float *scratch);
+    void (*destroy)(co_op *op); /* frees op->params (NULL: co_free(op->params)) */
+} co_op_class;
+
+struct co_op {
+    const co_op_class *cls;
+    char *path;     /* node path, for messages; owned by the op */
+    int n_in;
+    int in[8];      /* value ids; reductions of more branches chain ops (planner's job) */
+    int out;        /* value id */
+    int end_pad;    /* frames fed when flushing (forward_steps with pad_end) */
+    co_fill fill;   /* what those frames are */
+    void *params;   /* class-specific, owned by the op */
+};
+
+/* ---- helpers shared by op implementations (src/core/util.c) ---- */
+void *co_alloc(size_t size);
+void *co_calloc(size_t n, size_t size);
+void co_free(void *p);
+char *co_strdup(const char *s);
+/* Records the message of the failing call (printf-style) and returns `status`. */
+co_status co_error(co_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+void co_clear_error(void);
+
+int64_t co_tshape_numel(const co_tshape *s);
+/* Elements of one batch item per channel-free position: product of d[2..ndim). */
+int64_t co_tshape_inner(const co_tshape *s);
+/* Human-readable "(1, 3, 8, 8)" into buf. */
+const char *co_tshape_str(const co_tshape *s, char *buf, size_t size);
+
+/* Maps a torch `dim` argument (relative to the clip layout (B, C, T, *S), negative allowed,
+ * clip rank = frame ndim + 1) to an axis of `s`. Returns -1 for the batch or time axis or an
+ * out-of-range dim (which a frame-local op cannot act on). */
+int co_clip_dim_to_axis(int dim, const co_tshape *s);
+
+#endif /* CO_OP_H */

@@ -1,0 +1,441 @@
+/*
+ * stream.c — one live stream: the arena, and the executor of the step plan.
+ *
+ * Every value of the plan has a frame buffer in the arena and a "valid" flag per tick. An op
+ * runs when all its inputs are valid; otherwise its output is invalid too. That one rule gives
+ * the reference's container semantics: a Sequential stops at the first "no output", a
+ * BroadcastReduce reduces only when every branch produced.
+ *
+ * End padding (forward_steps with pad_end) is a drain: after the last real frame, each op with
+ * `end_pad` > 0 is fed that many fill frames once everything upstream of it has drained — so
+ * downstream ops see upstream padding outputs before their own padding, as the reference's
+ * layer-by-layer forward_steps does. The drain runs on a shadow copy of the state, which is
+ * then dropped (the stream continues as if no padding happened). update_state = 0 runs the
+ * whole call on the shadow.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "core/model.h"
+
+#define CO_ALIGN 64
+#define CO_STATE_MAGIC "COSTATE1"
+
+struct co_stream {
+    const co_model *m;
+    int batch;
+    co_tshape in_shape, out_shape;
+    co_oprt *rt;          /* per op */
+    size_t *state_off;    /* per op, into a state region */
+    float **vbuf;         /* per value: its buffer in the arena */
+    const float **vptr;   /* per value: where its current frame is (value 0 may be the caller's) */
+    int64_t *vnumel;      /* per value */
+    uint8_t *valid;       /* per value, this tick */
+    uint8_t *done, *seen; /* per op, for the drain */
+    int64_t *pads_left;   /* per op */
+    unsigned char *arena_raw;
+    unsigned char *state, *shadow;
+    size_t state_bytes, arena_bytes;
+    float *scratch, *fill_zero, *fill_neginf;
+    int64_t macs;
+};
+
+typedef struct state_header {
+    char magic[8];
+    uint64_t fingerprint;
+    uint64_t state_bytes;
+    uint32_t batch, ndim;
+    int64_t dims[CO_MAX_DIMS];
+} state_header;
+
+static size_t align_up(size_t n) { return (n + CO_ALIGN - 1) & ~(size_t)(CO_ALIGN - 1); }
+
+/* Sizes of every region for this input shape (rt/values/state_off/vnumel are filled). */
+typedef struct layout {
+    size_t state, values, scratch, fill, arena;
+    int64_t macs, max_numel;
+    co_tshape out;
+} layout;
+
+static co_status compute_layout(const co_model *m, const co_tshape *in, co_oprt *rt, co_tshape *values, size_t *state_off,
+                                int64_t *vnumel, layout *L)
+{
+    memset(L, 0, sizeof *L);
+    co_status st = co_plan_resolve(m, in, rt, values, &L->out);
+    if (st) return st;
+    size_t scratch = 0;
+    for (int i = 0; i < m->n_ops; i++) {
+        state_off[i] = L->state;
+        L->state += align_up(rt[i].state_bytes);
+        if (rt[i].scratch_floats > scratch) scratch = rt[i].scratch_floats;
+        L->macs += rt[i].macs;
+    }
+    for (int v = 0; v < m->n_values; v++) {
+        vnumel[v] = co_tshape_numel(&values[v]);
+        if (vnumel[v] > L->max_numel) L->max_numel = vnumel[v];
+        L->values += align_up((size_t)vnumel[v] * sizeof(float));
+    }
+    L->scratch = align_up(scratch * sizeof(float));
+    L->fill = 2 * align_up((size_t)L->max_numel * sizeof(float));
+    L->arena = 2 * L->state + L->values + L->scratch + L->fill;
+    return CO_OK;
+}
+
+static co_status frame_tshape(const co_model *m, int batch, const co_shape *frame, co_tshape *out)
+{
+    if (!frame) {
+        if (!m->has_frame_shape)
+            return co_error(CO_ERR_SHAPE, "the model file records no frame shape; pass one (co_stream_create_shaped)");
+        frame = &m->frame_shape;
+    }
+    if (batch < 1 || batch > (1 << 20)) return co_error(CO_ERR_INVALID_ARGUMENT, "batch %d out of range [1, 2^20]", batch);
+    if (frame->ndim < 1 || frame->ndim > CO_MAX_DIMS - 2)
+        return co_error(CO_ERR_SHAPE, "frame shape must have 1 to %d dims (C, *S), has %d", CO_MAX_DIMS - 2, frame->ndim);
+    out->ndim = frame->ndim + 1;
+    out->has_time = 0;
+    out->d[0] = batch;
+    for (int i = 0; i < frame->ndim; i++) {
+        if (frame->dims[i] < 1 || frame->dims[i] > (1 << 24))
+            return co_error(CO_ERR_SHAPE, "frame shape dim %d = %lld out of range [1, 2^24]", i, (long long)frame->dims[i]);
+        out->d[1 + i] = frame->dims[i];
+    }
+    if (co_tshape_numel(out) > ((int64_t)1 << 36)) return co_error(CO_ERR_SHAPE, "frame of batch x shape is too large");
+    return CO_OK;
+}
+
+co_status co_model_plan_info(const co_model *m, int batch, const co_shape *frame_shape, co_plan_info *out)
+{
+    if (!m) return co_error(CO_ERR_INVALID_ARGUMENT, "co_model_plan_info: NULL model");
+    co_tshape in;
+    co_status st = frame_tshape(m, batch, frame_shape, &in);
+    if (st) return st;
+    co_oprt *rt = co_calloc((size_t)m->n_ops + 1, sizeof *rt);
+    co_tshape *values = co_calloc((size_t)m->n_values, sizeof *values);
+    size_t *off = co_calloc((size_t)m->n_ops + 1, sizeof *off);
+    int64_t *vn = co_calloc((size_t)m->n_values, sizeof *vn);
+    layout L;
+    if (!rt || !values || !off || !vn) st = co_error(CO_ERR_OUT_OF_MEMORY, "out of memory");
+    else st = compute_layout(m, &in, rt, values, off, vn, &L);
+    if (!st && out) {
+        memset(out, 0, sizeof *out);
+        out->output_frame.ndim = L.out.ndim;
+        for (int i = 0; i < L.out.ndim; i++) out->output_frame.dims[i] = L.out.d[i];
+        out->macs_per_step = L.macs;
+        out->state_bytes = L.state;
+        out->arena_bytes = L.arena;
+        out->num_ops = m->n_ops;
+    }
+    co_free(rt);
+    co_free(values);
+    co_free(off);
+    co_free(vn);
+    return st;
+}
+
+/* ---- creation ---- */
+static void reset_state(co_stream *s, unsigned char *base)
+{
+    const co_model *m = s->m;
+    memset(base, 0, s->state_bytes);
+    for (int i = 0; i < m->n_ops; i++)
+        if (m->ops[i].cls->reset && s->rt[i].state_bytes) m->ops[i].cls->reset(&m->ops[i], &s->rt[i], base + s->state_off[i]);
+}
+
+co_status co_stream_create_shaped(const co_model *m, int batch, const co_shape *frame_shape, co_stream **out)
+{
+    if (out) *out = NULL;
+    if (!m || !out) return co_error(CO_ERR_INVALID_ARGUMENT, "co_stream_create: NULL argument");
+    co_tshape in;
+    co_status st = frame_tshape(m, batch, frame_shape, &in);
+    if (st) return st;
+    const size_t nv = (size_t)m->n_values, no = (size_t)m->n_ops + 1;
+    /* one block for the stream and its per-op / per-value tables */
+    size_t bytes = sizeof(co_stream) + no * (sizeof(co_oprt) + sizeof(size_t) + 2 + sizeof(int64_t)) +
+                   nv * (sizeof(float *) + sizeof(float *) + sizeof(int64_t) + 1) + nv * sizeof(co_tshape) + 64;
+    unsigned char *blk = co_calloc(1, bytes);
+    if (!blk) return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory creating a stream");
+    co_stream *s = (co_stream *)blk;
+    unsigned char *p = blk + sizeof *s;
+#define TAKE(ptr, n) (ptr = (void *)p, p += (n) * sizeof *(ptr))
+    TAKE(s->rt, no);
+    TAKE(s->pads_left, no);
+    TAKE(s->vnumel, nv);
+    TAKE(s->state_off, no);
+    TAKE(s->vbuf, nv);
+    TAKE(s->vptr, nv);
+    co_tshape *values;
+    TAKE(values, nv);
+    TAKE(s->valid, nv);
+    TAKE(s->done, no);
+    TAKE(s->seen, no);
+#undef TAKE
+    s->m = m;
+    s->batch = batch;
+    s->in_shape = in;
+    layout L;
+    if ((st = compute_layout(m, &in, s->rt, values, s->state_off, s->vnumel, &L))) {
+        co_free(blk);
+        return st;
+    }
+    s->out_shape = L.out;
+    s->state_bytes = L.state;
+    s->macs = L.macs;
+    s->arena_bytes = L.arena;
+    s->arena_raw = co_alloc(L.arena + CO_ALIGN);
+    if (!s->arena_raw) {
+        co_free(blk);
+        return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory for a stream arena of %zu bytes", L.arena);
+    }
+    unsigned char *a = (unsigned char *)(((uintptr_t)s->arena_raw + CO_ALIGN - 1) & ~(uintptr_t)(CO_ALIGN - 1));
+    memset(a, 0, L.arena);
+    s->state = a;
+    a += L.state;
+    s->shadow = a;
+    a += L.state;
+    for (int v = 0; v < m->n_values; v++) {
+        s->vbuf[v] = (float *)a;
+        s->vptr[v] = s->vbuf[v];
+        a += align_up((size_t)s->vnumel[v] * sizeof(float));
+    }
+    s->scratch = (float *)a;
+    a += L.scratch;
+    s->fill_zero = (float *)a;
+    a += align_up((size_t)L.max_numel * sizeof(float));
+    s->fill_neginf = (float *)a;
+    for (int64_t i = 0; i < L.max_numel; i++) s->fill_neginf[i] = -INFINITY;
+    reset_state(s, s->state);
+    *out = s;
+    return CO_OK;
+}
+
+co_status co_stream_create(const co_model *m, int batch, co_stream **out)
+{
+    return co_stream_create_shaped(m, batch, NULL, out);
+}
+
+void co_stream_free(co_stream *s)
+{
+    if (!s) return;
+    co_free(s->arena_raw);
+    co_free(s);
+}
+
+const co_model *co_stream_model(const co_stream *s) { return s ? s->m : NULL; }
+
+static void to_shape(const co_tshape *t, co_shape *out)
+{
+    out->ndim = t->ndim;
+    for (int i = 0; i < t->ndim; i++) out->dims[i] = t->d[i];
+}
+
+co_status co_stream_input_shape(const co_stream *s, co_shape *out)
+{
+    if (!s || !out) return co_error(CO_ERR_INVALID_ARGUMENT, "co_stream_input_shape: NULL argument");
+    to_shape(&s->in_shape, out);
+    return CO_OK;
+}
+
+co_status co_stream_output_shape(const co_stream *s, co_shape *out)
+{
+    if (!s || !out) return co_error(CO_ERR_INVALID_ARGUMENT, "co_stream_output_shape: NULL argument");
+    to_shape(&s->out_shape, out);
+    return CO_OK;
+}
+
+/* ---- execution ---- */
+static int inputs_drained(const co_stream *s, const co_op *op)
+{
+    for (int k = 0; k < op->n_in; k++) {
+        int p = s->m->producer[op->in[k]];
+        if (p >= 0 && !s->done[p]) return 0;
+    }
+    return 1;
+}
+
+/* One tick over all ops. In a drain tick the network input is exhausted and ops may pad. */
+static void run_tick(co_stream *s, unsigned char *state, int draining)
+{
+    const co_model *m = s->m;
+    for (int i = 0; i < m->n_ops; i++) {
+        const co_op *op = &m->ops[i];
+        int all = 1, any = 0;
+        for (int k = 0; k < op->n_in; k++) {
+            if (s->valid[op->in[k]]) any = 1;
+            else all = 0;
+        }
+        const float *ins[8];
+        int produced = 0;
+        if (all) {
+            for (int k = 0; k < op->n_in; k++) ins[k] = s->vptr[op->in[k]];
+            produced = op->cls->step(op, &s->rt[i], state + s->state_off[i], ins, s->vbuf[op->out], s->scratch);
+            s->seen[i] = 1;
+        } else if (draining && !any && !s->done[i] && inputs_drained(s, op)) {
+            if (s->pads_left[i] > 0 && s->seen[i]) {
+                for (int k = 0; k < op->n_in; k++)
+                    ins[k] = op->fill == CO_FILL_REPLICATE ? s->vptr[op->in[k]] /* still holds the last input */
+                             : op->fill == CO_FILL_NEG_INF ? s->fill_neginf
+                                                           : s->fill_zero;
+                produced = op->cls->step(op, &s->rt[i], state + s->state_off[i], ins, s->vbuf[op->out], s->scratch);
+                s->pads_left[i]--;
+            } else {
+                s->done[i] = 1;
+            }
+        }
+        s->valid[op->out] = (uint8_t)produced;
+        if (produced) s->vptr[op->out] = s->vbuf[op->out];
+    }
+}
+
+static void begin_tick(co_stream *s, const float *frame)
+{
+    memset(s->valid, 0, (size_t)s->m->n_values);
+    if (frame) {
+        s->vptr[0] = frame;
+        s->valid[0] = 1;
+    }
+}
+
+co_status co_forward_step(co_stream *s, const float *x, float *y, int *has_output, int update_state)
+{
+    if (!s || !x || !y || !has_output) return co_error(CO_ERR_INVALID_ARGUMENT, "co_forward_step: NULL argument");
+    unsigned char *state = s->state;
+    if (!update_state) {
+        memcpy(s->shadow, s->state, s->state_bytes);
+        state = s->shadow;
+    }
+    begin_tick(s, x);
+    run_tick(s, state, 0);
+    const int out = s->m->out_value;
+    *has_output = s->valid[out];
+    if (*has_output) memcpy(y, s->vptr[out], (size_t)s->vnumel[out] * sizeof(float));
+    s->vptr[0] = s->vbuf[0]; /* never keep the caller's pointer */
+    return CO_OK;
+}
+
+int64_t co_steps_max_output(const co_stream *s, int64_t t, int pad_end)
+{
+    if (!s || t < 0) return 0;
+    return t + (pad_end ? s->m->total_end_pad : 0);
+}
+
+/* Output frame `o` into a clip laid out (B, C', cap, *S') — compacted to T_out at the end. */
+static void scatter_output(const co_stream *s, const float *frame, float *y, int64_t cap, int64_t o)
+{
+    const int64_t rows = s->out_shape.d[0] * s->out_shape.d[1];
+    const int64_t S = s->vnumel[s->m->out_value] / rows;
+    for (int64_t r = 0; r < rows; r++) memcpy(y + (r * cap + o) * S, frame + r * S, (size_t)S * sizeof(float));
+}
+
+co_status co_forward_steps(co_stream *s, const float *x, int64_t t, float *y, int64_t y_frames, int64_t *t_out,
+                           int pad_end, int update_state)
+{
+    if (!s || !t_out || (t > 0 && !x) || t < 0)
+        return co_error(CO_ERR_INVALID_ARGUMENT, "co_forward_steps: NULL argument or negative T");
+    const int64_t need = co_steps_max_output(s, t, pad_end);
+    if (y_frames < need || (need > 0 && !y))
+        return co_error(CO_ERR_BUFFER_TOO_SMALL, "co_forward_steps: output holds %lld frames, up to %lld may appear",
+                        (long long)y_frames, (long long)need);
+    const co_model *m = s->m;
+    unsigned char *state = s->state;
+    if (!update_state) {
+        memcpy(s->shadow, s->state, s->state_bytes);
+        state = s->shadow;
+    }
+    memset(s->seen, 0, (size_t)m->n_ops);
+    const int out = m->out_value;
+    const int64_t rows = s->in_shape.d[0] * s->in_shape.d[1], S = s->vnumel[0] / rows;
+    int64_t n = 0;
+    for (int64_t f = 0; f < t; f++) {
+        float *frame = s->vbuf[0]; /* gather frame f out of (B, C, T, *S) */
+        for (int64_t r = 0; r < rows; r++) memcpy(frame + r * S, x + (r * t + f) * S, (size_t)S * sizeof(float));
+        begin_tick(s, frame);
+        run_tick(s, state, 0);
+        if (s->valid[out]) scatter_output(s, s->vptr[out], y, y_frames, n++);
+    }
+    if (pad_end) {
+        if (state == s->state) {
+            memcpy(s->shadow, s->state, s->state_bytes);
+            state = s->shadow;
+        }
+        for (int i = 0; i < m->n_ops; i++) {
+            s->done[i] = 0;
+            s->pads_left[i] = m->ops[i].end_pad;
+        }
+        /* each productive drain tick consumes a pad, so this bounds the loop */
+        for (int64_t guard = m->total_end_pad + m->n_ops + 2; guard > 0; guard--) {
+            begin_tick(s, NULL);
+            run_tick(s, state, 1);
+            if (s->valid[out] && n < y_frames) scatter_output(s, s->vptr[out], y, y_frames, n++);
+            int all_done = 1;
+            for (int i = 0; i < m->n_ops && all_done; i++) all_done = s->done[i];
+            if (all_done) break;
+        }
+    }
+    if (n > 0 && n < y_frames) { /* (B, C', cap, *S') -> (B, C', n, *S'); destinations never pass sources */
+        const int64_t orows = s->out_shape.d[0] * s->out_shape.d[1], oS = s->vnumel[out] / orows;
+        for (int64_t r = 1; r < orows; r++) memmove(y + r * n * oS, y + r * y_frames * oS, (size_t)(n * oS) * sizeof(float));
+    }
+    *t_out = n;
+    s->vptr[0] = s->vbuf[0];
+    return CO_OK;
+}
+
+co_status co_stream_clean(co_stream *s)
+{
+    if (!s) return co_error(CO_ERR_INVALID_ARGUMENT, "co_stream_clean: NULL stream");
+    reset_state(s, s->state);
+    return CO_OK;
+}
+
+/* ---- save / restore ---- */
+size_t co_stream_state_size(const co_stream *s) { return s ? sizeof(state_header) + s->state_bytes : 0; }
+
+static void fill_header(const co_stream *s, state_header *h)
+{
+    memset(h, 0, sizeof *h);
+    memcpy(h->magic, CO_STATE_MAGIC, 8);
+    h->fingerprint = s->m->fingerprint;
+    h->state_bytes = s->state_bytes;
+    h->batch = (uint32_t)s->batch;
+    h->ndim = (uint32_t)s->in_shape.ndim;
+    for (int i = 0; i < s->in_shape.ndim; i++) h->dims[i] = s->in_shape.d[i];
+}
+
+co_status co_stream_save(const co_stream *s, void *buf, size_t size, size_t *written)
+{
+    if (!s || !buf) return co_error(CO_ERR_INVALID_ARGUMENT, "co_stream_save: NULL argument");
+    const size_t need = co_stream_state_size(s);
+    if (size < need) return co_error(CO_ERR_BUFFER_TOO_SMALL, "co_stream_save: buffer of %zu bytes, need %zu", size, need);
+    state_header h;
+    fill_header(s, &h);
+    memcpy(buf, &h, sizeof h);
+    memcpy((unsigned char *)buf + sizeof h, s->state, s->state_bytes);
+    if (written) *written = need;
+    return CO_OK;
+}
+
+co_status co_stream_restore(co_stream *s, const void *buf, size_t size)
+{
+    if (!s || !buf) return co_error(CO_ERR_INVALID_ARGUMENT, "co_stream_restore: NULL argument");
+    state_header h, mine;
+    if (size < sizeof h) return co_error(CO_ERR_STATE, "saved state of %zu bytes is shorter than its header", size);
+    memcpy(&h, buf, sizeof h);
+    fill_header(s, &mine);
+    if (memcmp(h.magic, CO_STATE_MAGIC, 8) != 0) return co_error(CO_ERR_STATE, "not a continual-c stream state");
+    if (h.fingerprint != mine.fingerprint)
+        return co_error(CO_ERR_STATE, "saved state belongs to another model (network or weights differ)");
+    if (h.batch != mine.batch || h.ndim != mine.ndim || memcmp(h.dims, mine.dims, sizeof h.dims) != 0)
+        return co_error(CO_ERR_STATE, "saved state is for another batch size or frame shape");
+    if (h.state_bytes != s->state_bytes || size != sizeof h + s->state_bytes)
+        return co_error(CO_ERR_STATE, "saved state has %zu bytes, this stream needs %zu", size, co_stream_state_size(s));
+    /* validate on the shadow first, so a bad state leaves the stream untouched */
+    memcpy(s->shadow, (const unsigned char *)buf + sizeof h, s->state_bytes);
+    const co_model *m = s->m;
+    for (int i = 0; i < m->n_ops; i++)
+        if (m->ops[i].cls->check_state && s->rt[i].state_bytes) {
+            co_status st = m->ops[i].cls->check_state(&m->ops[i], &s->rt[i], s->shadow + s->state_off[i]);
+            if (st) return st;
+        }
+    memcpy(s->state, s->shadow, s->state_bytes);
+    return CO_OK;
+}

@@ -1,0 +1,193 @@
+/*
+ * containers.c — Sequential and BroadcastReduce (which co.Residual builds), and the reduction
+ * op that joins branches. Containers leave no op of their own except the reduction: the
+ * wiring of values is the container. Their temporal properties follow semantics.md §2.2-2.3.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "core/build.h"
+
+co_status co_build_sequential(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
+{
+    const cJSON *children;
+    int count;
+    co_status st = co_build_children(b, node, path, &children, &count);
+    if (st) return st;
+    /* rf folds right to left (rf <- s_i * rf + r_i - s_i); padding and stride left to right */
+    co_props acc = {1, 0, 1, 0};
+    co_props kids[256];
+    if (count > 256) return co_error(CO_ERR_UNSUPPORTED, "%s: Sequential of more than 256 children", path);
+    int v = in, i = 0;
+    for (const cJSON *c = children->child; c; c = c->next, i++) {
+        if ((st = co_build_child(b, c, path, v, &v, &kids[i]))) return st;
+    }
+    int64_t stride = 1, padding = 0;
+    for (i = 0; i < count; i++) {
+        padding += kids[i].padding * stride;
+        stride *= kids[i].stride;
+    }
+    int64_t rf = 1;
+    for (i = count - 1; i >= 0; i--) rf = kids[i].stride * rf + kids[i].receptive_field - kids[i].stride;
+    acc.receptive_field = count ? rf : 1;
+    acc.stride = stride;
+    acc.padding = padding;
+    acc.delay = acc.receptive_field - 1 - acc.padding;
+    *props = acc;
+    *out = v;
+    return CO_OK;
+}
+
+/* ---- reduction of branches ---- */
+enum reduce_kind { R_SUM, R_MUL, R_MAX, R_CONCAT };
+typedef struct reduce_params { int kind; } reduce_params;
+
+/* Broadcast shapes (sum/mul/max, numpy rules over every dim incl. batch and time) or
+ * concatenate channels. aux[0] = 1 when every input already has the output shape. */
+static co_status reduce_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
+{
+    const reduce_params *p = op->params;
+    char a[96], c[96];
+    co_tshape o = in[0];
+    for (int k = 1; k < op->n_in; k++) {
+        if (in[k].ndim != o.ndim)
+            return co_error(CO_ERR_SHAPE, "%s: branches give shapes %s and %s of different rank", op->path,
+                            co_tshape_str(&in[0], a, sizeof a), co_tshape_str(&in[k], c, sizeof c));
+        for (int i = 0; i < o.ndim; i++) {
+            if (p->kind == R_CONCAT) {
+                if (i == 1) o.d[1] += in[k].d[1];
+                else if (in[k].d[i] != o.d[i])
+                    return co_error(CO_ERR_SHAPE, "%s: concatenated branches give %s and %s (only channels may differ)",
+                                    op->path, co_tshape_str(&in[0], a, sizeof a), co_tshape_str(&in[k], c, sizeof c));
+            } else if (in[k].d[i] != o.d[i]) {
+                if (o.d[i] == 1) o.d[i] = in[k].d[i];
+                else if (in[k].d[i] != 1)
+                    return co_error(CO_ERR_SHAPE, "%s: branch outputs %s and %s do not broadcast", op->path,
+                                    co_tshape_str(&in[0], a, sizeof a), co_tshape_str(&in[k], c, sizeof c));
+            }
+        }
+    }
+    rt->out = o;
+    rt->aux[0] = 1;
+    for (int k = 0; k < op->n_in && p->kind != R_CONCAT; k++)
+        for (int i = 0; i < o.ndim; i++)
+            if (in[k].d[i] != o.d[i]) rt->aux[0] = 0;
+    /* remember input shapes for the broadcasting path */
+    for (int k = 0; k < op->n_in; k++) {
+        /* concat: channels of input k; else bit i set when input k broadcasts along dim i */
+        int64_t code = 0;
+        for (int i = 0; i < o.ndim; i++)
+            if (in[k].d[i] != o.d[i]) code |= (int64_t)1 << i;
+        rt->aux[1 + k] = p->kind == R_CONCAT ? in[k].d[1] : code;
+    }
+    rt->macs = co_tshape_numel(&o) * (op->n_in - 1);
+    return CO_OK;
+}
+
+static inline float combine(int kind, float a, float b)
+{
+    switch (kind) {
+    case R_MUL: return a * b;
+    case R_MAX: return a > b || isnan(a) ? a : b; /* torch.maximum propagates NaN */
+    default: return a + b;
+    }
+}
+
+/* Index of flat output position `idx` in input k (size-1 dims broadcast). */
+static int64_t bcast_index(const co_tshape *o, int64_t code, int64_t idx)
+{
+    int64_t src = 0, mul = 1;
+    for (int i = o->ndim - 1; i >= 0; i--) {
+        int64_t c = idx % o->d[i];
+        idx /= o->d[i];
+        if (!((code >> i) & 1)) src += c * mul;
+        mul *= (code >> i) & 1 ? 1 : o->d[i];
+    }
+    return src;
+}
+
+static void reduce_run(const co_op *op, const co_oprt *rt, const float *const *in, float *out)
+{
+    const reduce_params *p = op->params;
+    const int64_t n = co_tshape_numel(&rt->out);
+    if (p->kind == R_CONCAT) {
+        /* channels of input k follow those of inputs < k, for every batch item */
+        const int64_t B = rt->out.d[0], C = rt->out.d[1], inner = n / (B * C);
+        int64_t c0 = 0;
+        for (int k = 0; k < op->n_in; k++) {
+            const int64_t ck = rt->aux[1 + k];
+            for (int64_t b = 0; b < B; b++)
+                memcpy(out + (b * C + c0) * inner, in[k] + b * ck * inner, (size_t)(ck * inner) * sizeof(float));
+            c0 += ck;
+        }
+        return;
+    }
+    if (rt->aux[0]) {
+        memcpy(out, in[0], (size_t)n * sizeof(float));
+        for (int k = 1; k < op->n_in; k++) {
+            const float *x = in[k];
+            switch (p->kind) {
+            case R_MUL: for (int64_t i = 0; i < n; i++) out[i] *= x[i]; break;
+            case R_MAX: for (int64_t i = 0; i < n; i++) out[i] = combine(R_MAX, out[i], x[i]); break;
+            default: for (int64_t i = 0; i < n; i++) out[i] += x[i]; break;
+            }
+        }
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        float acc = in[0][bcast_index(&rt->out, rt->aux[1], i)];
+        for (int k = 1; k < op->n_in; k++) acc = combine(p->kind, acc, in[k][bcast_index(&rt->out, rt->aux[1 + k], i)]);
+        out[i] = acc;
+    }
+}
+
+static int reduce_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
+{
+    reduce_run(op, rt, in, out);
+    return 1;
+}
+
+static co_status reduce_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in,
+                             float *out, float *scratch)
+{
+    reduce_run(op, rt, in, out);
+    return CO_OK;
+}
+
+static const co_op_class k_reduce = {"reduce", reduce_resolve, NULL, NULL, reduce_step, reduce_clip, NULL};
+
+co_status co_build_broadcast_reduce(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
+{
+    static const char *const k_kinds[] = {"sum", "mul", "max", "concat", NULL};
+    int kind;
+    const cJSON *children;
+    int count;
+    co_status st;
+    if ((st = co_get_choice(b, node, path, "reduce", 0, R_SUM, k_kinds, &kind)) ||
+        (st = co_build_children(b, node, path, &children, &count)))
+        return st;
+    if (count < 2 || count > 8)
+        return co_error(count < 2 ? CO_ERR_NETWORK : CO_ERR_UNSUPPORTED, "%s: BroadcastReduce needs 2 to 8 branches, has %d",
+                        path, count);
+    int vals[8], i = 0;
+    co_props bp[8];
+    for (const cJSON *c = children->child; c; c = c->next, i++)
+        if ((st = co_build_child(b, c, path, in, &vals[i], &bp[i]))) return st;
+    co_props acc = bp[0];
+    for (i = 1; i < count; i++) {
+        if (bp[i].stride != bp[0].stride)
+            return co_error(CO_ERR_NETWORK, "%s: branches have temporal strides %lld and %lld; they must be equal", path,
+                            (long long)bp[0].stride, (long long)bp[i].stride);
+        if (bp[i].delay > acc.delay) acc.delay = bp[i].delay;
+        if (bp[i].receptive_field > acc.receptive_field) acc.receptive_field = bp[i].receptive_field;
+        if (bp[i].padding > acc.padding) acc.padding = bp[i].padding;
+    }
+    reduce_params *p = co_calloc(1, sizeof *p);
+    if (!p) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    p->kind = kind;
+    co_op *op = co_emit(b, &k_reduce, path, count, vals, p);
+    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    *out = op->out;
+    *props = acc;
+    return CO_OK;
+}

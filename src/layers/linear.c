@@ -1,0 +1,118 @@
+/*
+ * linear.c — Linear along one dimension of each frame.
+ *
+ * Decision (semantics.md Q14): a negative channel_dim counts from the end of the FRAME
+ * (B, C, *S), so channel_dim=-1 on a network without spatial dims projects the channels in
+ * every mode (torch.nn.Linear on a (B, C, T) clip would mix time, which no stream can do).
+ * With spatial dims, -1 is the last spatial dim, as in torch.
+ */
+#include <string.h>
+
+#include "core/build.h"
+#include "kernels/gemm.h"
+
+typedef struct linear_params {
+    int64_t in_f, out_f;
+    int channel_dim;
+    const float *w, *bias; /* model-owned */
+} linear_params;
+
+enum { A_AXIS, A_OUTER, A_INNER };
+
+static co_status linear_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
+{
+    const linear_params *p = op->params;
+    const int t = in->has_time, frame_ndim = in->ndim - t;
+    int axis;
+    if (p->channel_dim < 0) {
+        int fa = frame_ndim + p->channel_dim; /* axis of the frame */
+        axis = fa < 1 ? -1 : (fa >= 2 ? fa + t : fa);
+    } else {
+        axis = co_clip_dim_to_axis(p->channel_dim, in);
+    }
+    char buf[96];
+    if (axis < 1 || axis >= in->ndim)
+        return co_error(CO_ERR_SHAPE, "%s (Linear): channel_dim %d does not name a channel or spatial dim of %s", op->path,
+                        p->channel_dim, co_tshape_str(in, buf, sizeof buf));
+    if (in->d[axis] != p->in_f)
+        return co_error(CO_ERR_SHAPE, "%s (Linear): dim %d of %s has size %lld, expected in_features=%lld", op->path, axis,
+                        co_tshape_str(in, buf, sizeof buf), (long long)in->d[axis], (long long)p->in_f);
+    int64_t outer = 1, inner = 1;
+    for (int i = 0; i < axis; i++) outer *= in->d[i];
+    for (int i = axis + 1; i < in->ndim; i++) inner *= in->d[i];
+    rt->aux[A_AXIS] = axis;
+    rt->aux[A_OUTER] = outer;
+    rt->aux[A_INNER] = inner;
+    rt->out = *in;
+    rt->out.d[axis] = p->out_f;
+    rt->macs = outer * inner * p->in_f * p->out_f;
+    return CO_OK;
+}
+
+static void linear_run(const co_op *op, const co_oprt *rt, const float *x, float *y)
+{
+    const linear_params *p = op->params;
+    const int64_t outer = rt->aux[A_OUTER], inner = rt->aux[A_INNER];
+    if (inner == 1) { /* rows of x are feature vectors: Y = X W^T */
+        co_gemm_nt(outer, p->out_f, p->in_f, x, p->in_f, p->w, p->in_f, 0.0f, y, p->out_f);
+        if (p->bias)
+            for (int64_t o = 0; o < outer; o++)
+                for (int64_t j = 0; j < p->out_f; j++) y[o * p->out_f + j] += p->bias[j];
+        return;
+    }
+    for (int64_t o = 0; o < outer; o++) {
+        float *yo = y + o * p->out_f * inner;
+        co_gemm_nn(p->out_f, inner, p->in_f, p->w, p->in_f, x + o * p->in_f * inner, inner, 0.0f, yo, inner);
+        if (p->bias)
+            for (int64_t j = 0; j < p->out_f; j++)
+                for (int64_t i = 0; i < inner; i++) yo[j * inner + i] += p->bias[j];
+    }
+}
+
+static int linear_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
+{
+    linear_run(op, rt, in[0], out);
+    return 1;
+}
+
+static co_status linear_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in,
+                             float *out, float *scratch)
+{
+    linear_run(op, rt, in[0], out);
+    return CO_OK;
+}
+
+static const co_op_class k_linear = {"linear", linear_resolve, NULL, NULL, linear_step, linear_clip, NULL};
+
+co_status co_build_linear(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
+{
+    int64_t in_f, out_f, cdim;
+    int has_bias;
+    co_status st;
+    if ((st = co_get_int(b, node, path, "in_features", 1, 0, 1, 1 << 24, &in_f)) ||
+        (st = co_get_int(b, node, path, "out_features", 1, 0, 1, 1 << 24, &out_f)) ||
+        (st = co_get_bool(b, node, path, "bias", 0, 1, &has_bias)) ||
+        (st = co_get_int(b, node, path, "channel_dim", 0, -1, -CO_MAX_DIMS, CO_MAX_DIMS, &cdim)))
+        return st;
+    if (in_f * out_f > (int64_t)1 << 30) return co_error(CO_ERR_NETWORK, "%s: Linear of %lld x %lld is too large", path,
+                                                         (long long)out_f, (long long)in_f);
+    linear_params *p = co_calloc(1, sizeof *p);
+    if (!p) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    p->in_f = in_f;
+    p->out_f = out_f;
+    p->channel_dim = (int)cdim;
+    int64_t wshape[2] = {out_f, in_f};
+    if ((st = co_take_tensor(b, path, "weight", 2, wshape, 1, &p->w)) ||
+        (has_bias && (st = co_take_tensor(b, path, "bias", 1, &out_f, 1, &p->bias)))) {
+        co_free(p);
+        return st;
+    }
+    co_op *op = co_emit(b, &k_linear, path, 1, &in, p);
+    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    *out = op->out;
+    props->receptive_field = 1;
+    props->delay = 0;
+    props->stride = 1;
+    props->padding = 0;
+    return CO_OK;
+}
