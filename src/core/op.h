@@ -49,13 +49,19 @@ typedef struct co_op_class {
     /* Step mode (NULL if nothing to check): validates a restored state, CO_ERR_STATE if it
      * could make the op read out of bounds. */
     co_status (*check_state)(const co_op *op, const co_oprt *rt, const void *state);
-    /* One frame; returns 1 when `out` was written, 0 for "no output this step". */
+    /* One frame; returns 1 when `out` was written, 0 for "no output this step" — and then
+     * `out` is left untouched (the executor relies on a value buffer holding its last output). */
     int (*step)(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out,
                 float *scratch);
     /* Whole clip (inputs and output shaped as resolved with has_time = 1). */
     co_status (*clip)(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes,
                       const float *const *in, float *out, float *scratch);
     void (*destroy)(co_op *op); /* frees op->params (NULL: co_free(op->params)) */
+    /* Optional: an end-padding frame (forward_steps with pad_end). NULL: `step` is called with
+     * a fill frame. Ops that must know a frame is padding (average pooling that does not count
+     * padding) set it. */
+    int (*step_pad)(const co_op *op, const co_oprt *rt, void *state, const float *const *fill, float *out,
+                    float *scratch);
 } co_op_class;
 
 struct co_op {

@@ -275,7 +275,8 @@ static void run_tick(co_stream *s, unsigned char *state, int draining)
                     ins[k] = op->fill == CO_FILL_REPLICATE ? s->vptr[op->in[k]] /* still holds the last input */
                              : op->fill == CO_FILL_NEG_INF ? s->fill_neginf
                                                            : s->fill_zero;
-                produced = op->cls->step(op, &s->rt[i], state + s->state_off[i], ins, s->vbuf[op->out], s->scratch);
+                produced = (op->cls->step_pad ? op->cls->step_pad : op->cls->step)(
+                    op, &s->rt[i], state + s->state_off[i], ins, s->vbuf[op->out], s->scratch);
                 s->pads_left[i]--;
             } else {
                 s->done[i] = 1;
