@@ -87,6 +87,27 @@ typedef struct co_model co_model;
 /* Loads and compiles a model file. On success *out is a new model owned by the caller
  * (free with co_model_free). On failure *out is NULL. */
 CO_API co_status co_model_load(const char *path, co_model **out);
+/* Callbacks a model file may name (Conditional predicates, Lambda functions). They are looked
+ * up by name at load: a file naming one that is not given fails with CO_ERR_NETWORK.
+ * A predicate returns non-zero for "true"; it sees one frame (B, C, *S) in step mode or the
+ * clip (B, C, T, *S) in forward. A lambda maps x to y of the same shape, element-wise or
+ * frame-wise; it must be pure (it may be called again for peeks and end padding). */
+typedef int (*co_predicate_fn)(const float *x, const co_shape *shape, void *user);
+typedef void (*co_lambda_fn)(const float *x, const co_shape *shape, float *y, void *user);
+typedef struct co_callback {
+    const char *name;          /* as recorded by the exporter */
+    co_predicate_fn predicate; /* set one of the two */
+    co_lambda_fn lambda;
+    void *user;                /* passed back to the function; owned by the caller */
+} co_callback;
+typedef struct co_load_options {
+    const co_callback *callbacks; /* copied by the model at load */
+    int n_callbacks;
+} co_load_options;
+CO_API co_status co_model_load_ex(const char *path, const co_load_options *options, co_model **out);
+CO_API co_status co_model_load_memory_ex(const void *data, size_t size, const co_load_options *options,
+                                         co_model **out);
+
 /* Same, from a memory buffer (the model copies what it keeps; `data` stays the caller's). */
 CO_API co_status co_model_load_memory(const void *data, size_t size, co_model **out);
 CO_API void co_model_free(co_model *model); /* NULL is a no-op */

@@ -49,6 +49,9 @@ co_status co_get_bool(co_builder *b, const cJSON *node, const char *path, const 
 /* String among `choices` (NULL-terminated); *out = its index. */
 co_status co_get_choice(co_builder *b, const cJSON *node, const char *path, const char *key, int required,
                         int def, const char *const *choices, int *out);
+/* A string of at most `max` bytes; *out points into the JSON (valid while building). */
+co_status co_get_string(co_builder *b, const cJSON *node, const char *path, const char *key, int required,
+                        const char *def, size_t max, const char **out);
 /* An int or a list of `n` ints (an int is repeated n times), each in [lo, hi]. */
 co_status co_get_ints(co_builder *b, const cJSON *node, const char *path, const char *key, int required,
                       int64_t def, int n, int64_t lo, int64_t hi, int64_t *out);
@@ -67,6 +70,16 @@ co_status co_take_tensor(co_builder *b, const char *path, const char *name, int 
 co_status co_skip_tensor(co_builder *b, const char *path, const char *name, int ndim);
 /* Counts parameters into the current node (called by co_take_tensor for learnable tensors). */
 void co_count_params(co_builder *b, int64_t n);
+
+/* ---- lists of streams (Broadcast, Parallel, ...): a negative handle in place of a value ---- */
+#define CO_MAX_LIST 8
+/* Makes a list of n values; returns its handle (< 0), or 0 with an error set. */
+int co_list_make(co_builder *b, const char *path, int n, const int *values);
+/* Values of list `handle` into values[CO_MAX_LIST]; returns the count, or 0 if not a list. */
+int co_list_get(const co_builder *b, int handle, int *values);
+
+/* A callback given at load (co_load_options), by name; NULL if absent. */
+const co_callback *co_find_callback(const co_builder *b, const char *name);
 
 /* ---- ops and values ---- */
 /* Appends an op of `cls` reading values in[0..n_in), writing a new value (op->out).
@@ -87,6 +100,13 @@ co_status co_build_rnn(co_builder *b, const cJSON *node, const char *path, int i
 co_status co_build_delay(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
 co_status co_build_sequential(co_builder *b, const cJSON *node, const char *path, int in, int *out,
                               co_props *p);
+co_status co_build_broadcast(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
+co_status co_build_parallel(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
+co_status co_build_parallel_dispatch(co_builder *b, const cJSON *node, const char *path, int in, int *out,
+                                     co_props *p);
+co_status co_build_reduce(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
+co_status co_build_conditional(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
+co_status co_build_utility(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
 co_status co_build_broadcast_reduce(co_builder *b, const cJSON *node, const char *path, int in, int *out,
                                     co_props *p);
 

@@ -16,6 +16,19 @@
 static const struct { const char *type; co_build_fn fn; } k_registry[] = {
     {"Sequential", co_build_sequential},
     {"BroadcastReduce", co_build_broadcast_reduce},
+    {"Broadcast", co_build_broadcast},
+    {"Parallel", co_build_parallel},
+    {"ParallelDispatch", co_build_parallel_dispatch},
+    {"Reduce", co_build_reduce},
+    {"Conditional", co_build_conditional},
+    {"Skip", co_build_utility},
+    {"Reshape", co_build_utility},
+    {"Add", co_build_utility},
+    {"Multiply", co_build_utility},
+    {"Constant", co_build_utility},
+    {"Zero", co_build_utility},
+    {"One", co_build_utility},
+    {"Lambda", co_build_utility},
     {"Conv1d", co_build_conv},
     {"Conv2d", co_build_conv},
     {"Conv3d", co_build_conv},
@@ -137,6 +150,21 @@ co_status co_get_choice(co_builder *b, const cJSON *node, const char *path, cons
         strncat(list, choices[i], sizeof list - strlen(list) - 1);
     }
     return co_error(CO_ERR_NETWORK, "%s: '%s' must be one of: %s", path[0] ? path : "<root>", key, list);
+}
+
+co_status co_get_string(co_builder *b, const cJSON *node, const char *path, const char *key, int required,
+                        const char *def, size_t max, const char **out)
+{
+    const cJSON *v = get_key(b, node, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (required) return co_error(CO_ERR_NETWORK, "%s: missing required '%s'", path[0] ? path : "<root>", key);
+        *out = def;
+        return CO_OK;
+    }
+    if (!cJSON_IsString(v) || strlen(v->valuestring) > max)
+        return co_error(CO_ERR_NETWORK, "%s: '%s' must be a string of at most %zu bytes", path[0] ? path : "<root>", key, max);
+    *out = v->valuestring;
+    return CO_OK;
 }
 
 static co_status int_item(const cJSON *v, const char *path, const char *key, int64_t lo, int64_t hi, int64_t *out)
@@ -279,6 +307,44 @@ co_status co_skip_tensor(co_builder *b, const char *path, const char *name, int 
     return CO_OK;
 }
 
+/* ---- lists ---- */
+int co_list_make(co_builder *b, const char *path, int n, const int *values)
+{
+    if (n < 1 || n > CO_MAX_LIST) {
+        co_error(CO_ERR_UNSUPPORTED, "%s: lists of 1 to %d streams are supported, not %d", path, CO_MAX_LIST, n);
+        return 0;
+    }
+    if (b->n_lists >= 256) {
+        co_error(CO_ERR_UNSUPPORTED, "%s: more than 256 stream lists in one network", path);
+        return 0;
+    }
+    for (int i = 0; i < n; i++)
+        if (values[i] < 0) {
+            co_error(CO_ERR_UNSUPPORTED, "%s: nested lists of streams are not supported", path);
+            return 0;
+        }
+    b->list_len[b->n_lists] = n;
+    memcpy(b->lists[b->n_lists], values, (size_t)n * sizeof(int));
+    return -(++b->n_lists);
+}
+
+int co_list_get(const co_builder *b, int handle, int *values)
+{
+    if (handle >= 0 || -handle > b->n_lists) return 0;
+    int i = -handle - 1;
+    memcpy(values, b->lists[i], (size_t)b->list_len[i] * sizeof(int));
+    return b->list_len[i];
+}
+
+const co_callback *co_find_callback(const co_builder *b, const char *name)
+{
+    if (!b->options) return NULL;
+    for (int i = 0; i < b->options->n_callbacks; i++)
+        if (b->options->callbacks[i].name && strcmp(b->options->callbacks[i].name, name) == 0)
+            return &b->options->callbacks[i];
+    return NULL;
+}
+
 /* ---- ops ---- */
 co_op *co_emit(co_builder *b, const co_op_class *cls, const char *path, int n_in, const int *in, void *params)
 {
@@ -288,6 +354,13 @@ co_op *co_emit(co_builder *b, const co_op_class *cls, const char *path, int n_in
         co_error(CO_ERR_UNSUPPORTED, "%s: an op reads at most 8 inputs", path);
         return NULL;
     }
+    for (int i = 0; i < n_in; i++)
+        if (in[i] < 0) {
+            co_free(params);
+            co_error(CO_ERR_NETWORK, "%s: this module takes one stream but receives a list of %d (from Broadcast/Parallel)",
+                     path, co_list_get(b, in[i], (int[CO_MAX_LIST]){0}));
+            return NULL;
+        }
     if (m->n_ops == m->cap_ops) {
         int cap = m->cap_ops ? 2 * m->cap_ops : 16;
         co_op *ops = co_calloc((size_t)cap, sizeof *ops);

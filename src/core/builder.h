@@ -12,6 +12,10 @@
 
 struct co_builder {
     co_model *m;
+    const co_load_options *options;
+    int n_lists;
+    int list_len[256];
+    int lists[256][8];
     co_st_file *file;
     int depth;    /* depth of the node being built (root 0) */
     int cur_node; /* index in m->nodes of the node being built, -1 before the root */

@@ -68,7 +68,7 @@ static const char *meta_string(const co_st_file *f, const char *key)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-static co_status compile(co_model *m, co_st_file *file)
+static co_status compile(co_model *m, co_st_file *file, const co_load_options *options)
 {
     const char *format = meta_string(file, "format"), *version = meta_string(file, "format_version");
     const char *network = meta_string(file, "network"), *frame = meta_string(file, "frame_shape");
@@ -98,6 +98,7 @@ static co_status compile(co_model *m, co_st_file *file)
         return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory compiling the network");
     }
     b->m = m;
+    b->options = options;
     b->file = file;
     b->depth = 0;
     b->cur_node = -1;
@@ -109,6 +110,7 @@ static co_status compile(co_model *m, co_st_file *file)
     co_json_use_allocator();
     cJSON_Delete(root);
     if (st) return st;
+    if (out < 0) return co_error(CO_ERR_NETWORK, "the network ends in a list of streams; end it with a Reduce");
     m->out_value = out;
     for (int i = 0; i < file->n_tensors; i++)
         if (!file->tensors[i].claimed)
@@ -129,6 +131,11 @@ static co_status compile(co_model *m, co_st_file *file)
 
 co_status co_model_load_memory(const void *data, size_t size, co_model **out)
 {
+    return co_model_load_memory_ex(data, size, NULL, out);
+}
+
+co_status co_model_load_memory_ex(const void *data, size_t size, const co_load_options *options, co_model **out)
+{
     if (out) *out = NULL;
     if (!data || !out) return co_error(CO_ERR_INVALID_ARGUMENT, "co_model_load_memory: NULL argument");
     const uint16_t probe = 1;
@@ -142,7 +149,7 @@ co_status co_model_load_memory(const void *data, size_t size, co_model **out)
         co_st_free(&file);
         return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory for the model");
     }
-    st = compile(m, &file);
+    st = compile(m, &file, options);
     co_st_free(&file);
     if (st) {
         co_model_free(m);
@@ -153,6 +160,11 @@ co_status co_model_load_memory(const void *data, size_t size, co_model **out)
 }
 
 co_status co_model_load(const char *path, co_model **out)
+{
+    return co_model_load_ex(path, NULL, out);
+}
+
+co_status co_model_load_ex(const char *path, const co_load_options *options, co_model **out)
 {
     if (out) *out = NULL;
     if (!path || !out) return co_error(CO_ERR_INVALID_ARGUMENT, "co_model_load: NULL argument");
@@ -179,7 +191,7 @@ co_status co_model_load(const char *path, co_model **out)
         co_free(buf);
         return co_error(CO_ERR_IO, "short read on '%s'", path);
     }
-    co_status st = co_model_load_memory(buf, (size_t)size, out);
+    co_status st = co_model_load_memory_ex(buf, (size_t)size, options, out);
     co_free(buf);
     return st;
 }

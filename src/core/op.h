@@ -70,6 +70,8 @@ struct co_op {
     int n_in;
     int in[8];      /* value ids; reductions of more branches chain ops (planner's job) */
     int out;        /* value id */
+    int any_of;     /* 0: runs when every input is valid. k > 0: runs when any of in[0..k) and
+                     * all of in[k..n_in) are valid; invalid inputs are passed as NULL */
     int end_pad;    /* frames fed when flushing (forward_steps with pad_end) */
     co_fill fill;   /* what those frames are */
     void *params;   /* class-specific, owned by the op */

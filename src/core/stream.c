@@ -258,15 +258,20 @@ static void run_tick(co_stream *s, unsigned char *state, int draining)
     const co_model *m = s->m;
     for (int i = 0; i < m->n_ops; i++) {
         const co_op *op = &m->ops[i];
-        int all = 1, any = 0;
+        int all = 1, any = 0, any_lead = 0;
         for (int k = 0; k < op->n_in; k++) {
-            if (s->valid[op->in[k]]) any = 1;
-            else all = 0;
+            if (s->valid[op->in[k]]) {
+                any = 1;
+                if (k < op->any_of) any_lead = 1;
+            } else if (k >= op->any_of) {
+                all = 0;
+            }
         }
+        if (op->any_of && !any_lead) all = 0;
         const float *ins[8];
         int produced = 0;
         if (all) {
-            for (int k = 0; k < op->n_in; k++) ins[k] = s->vptr[op->in[k]];
+            for (int k = 0; k < op->n_in; k++) ins[k] = s->valid[op->in[k]] ? s->vptr[op->in[k]] : NULL;
             produced = op->cls->step(op, &s->rt[i], state + s->state_off[i], ins, s->vbuf[op->out], s->scratch);
             s->seen[i] = 1;
         } else if (draining && !any && !s->done[i] && inputs_drained(s, op)) {

@@ -191,3 +191,225 @@ co_status co_build_broadcast_reduce(co_builder *b, const cJSON *node, const char
     *props = acc;
     return CO_OK;
 }
+
+/* ---- lists of streams: Broadcast, Parallel, ParallelDispatch, Reduce ---- */
+static void join_props(co_props *acc, const co_props *p, int first)
+{
+    if (first) {
+        *acc = *p;
+        return;
+    }
+    if (p->delay > acc->delay) acc->delay = p->delay;
+    if (p->receptive_field > acc->receptive_field) acc->receptive_field = p->receptive_field;
+    if (p->padding > acc->padding) acc->padding = p->padding;
+}
+
+static void unit_props(co_props *p)
+{
+    p->receptive_field = 1;
+    p->delay = 0;
+    p->stride = 1;
+    p->padding = 0;
+}
+
+co_status co_build_broadcast(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
+{
+    int64_t n;
+    co_status st = co_get_int(b, node, path, "num_streams", 1, 0, 1, CO_MAX_LIST, &n);
+    if (st) return st;
+    if (in < 0) return co_error(CO_ERR_NETWORK, "%s: Broadcast takes one stream, not a list", path);
+    int vals[CO_MAX_LIST];
+    for (int i = 0; i < n; i++) vals[i] = in;
+    *out = co_list_make(b, path, (int)n, vals);
+    unit_props(props);
+    return *out ? CO_OK : CO_ERR_UNSUPPORTED;
+}
+
+co_status co_build_parallel(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
+{
+    const cJSON *children;
+    int count, ins[CO_MAX_LIST], outs[CO_MAX_LIST];
+    co_status st = co_build_children(b, node, path, &children, &count);
+    if (st) return st;
+    int n_in = co_list_get(b, in, ins);
+    if (n_in != count)
+        return co_error(CO_ERR_NETWORK, "%s: Parallel of %d branches receives %s%d stream%s", path, count,
+                        n_in ? "a list of " : "", n_in ? n_in : 1, n_in == 1 ? "" : "s");
+    int i = 0;
+    co_props acc = {1, 0, 1, 0};
+    for (const cJSON *c = children->child; c; c = c->next, i++) {
+        co_props bp;
+        if ((st = co_build_child(b, c, path, ins[i], &outs[i], &bp))) return st;
+        if (outs[i] < 0) return co_error(CO_ERR_UNSUPPORTED, "%s: a Parallel branch returning a list is not supported", path);
+        if (i && bp.stride != acc.stride)
+            return co_error(CO_ERR_NETWORK, "%s: branches have temporal strides %lld and %lld; they must be equal", path,
+                            (long long)acc.stride, (long long)bp.stride);
+        join_props(&acc, &bp, i == 0);
+    }
+    *out = co_list_make(b, path, count, outs);
+    *props = acc;
+    return *out ? CO_OK : CO_ERR_UNSUPPORTED;
+}
+
+co_status co_build_parallel_dispatch(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
+{
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(node, "mapping");
+    int64_t idx[CO_MAX_LIST];
+    int n;
+    co_status st = co_get_int_list(b, node, path, "mapping", CO_MAX_LIST, 0, CO_MAX_LIST - 1, idx, &n);
+    if (st) {
+        if (cJSON_IsArray(map))
+            for (const cJSON *e = map->child; e; e = e->next)
+                if (cJSON_IsArray(e))
+                    return co_error(CO_ERR_UNSUPPORTED, "%s: grouping (nested mappings) is not supported yet", path);
+        return st;
+    }
+    int ins[CO_MAX_LIST], outs[CO_MAX_LIST];
+    int n_in = co_list_get(b, in, ins);
+    if (!n_in) { /* a single stream counts as a list of one */
+        ins[0] = in;
+        n_in = 1;
+    }
+    for (int i = 0; i < n; i++) {
+        if (idx[i] >= n_in)
+            return co_error(CO_ERR_NETWORK, "%s: mapping refers to stream %lld of %d", path, (long long)idx[i], n_in);
+        outs[i] = ins[idx[i]];
+    }
+    unit_props(props);
+    if (n == 1) {
+        *out = outs[0];
+        return CO_OK;
+    }
+    *out = co_list_make(b, path, n, outs);
+    return *out ? CO_OK : CO_ERR_UNSUPPORTED;
+}
+
+co_status co_build_reduce(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
+{
+    static const char *const k_kinds[] = {"sum", "mul", "max", "concat", NULL};
+    int kind, ins[CO_MAX_LIST];
+    co_status st = co_get_choice(b, node, path, "reduce", 0, R_SUM, k_kinds, &kind);
+    if (st) return st;
+    int n = co_list_get(b, in, ins);
+    if (n < 2) return co_error(CO_ERR_NETWORK, "%s: Reduce needs a list of at least 2 streams", path);
+    reduce_params *p = co_calloc(1, sizeof *p);
+    if (!p) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    p->kind = kind;
+    co_op *op = co_emit(b, &k_reduce, path, n, ins, p);
+    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    *out = op->out;
+    unit_props(props);
+    return CO_OK;
+}
+
+/* ---- Conditional: a predicate (a C callback given at load) picks one branch per step ---- */
+typedef struct cond_params {
+    co_predicate_fn fn;
+    void *user;
+    int when; /* gate: pass when the predicate equals this */
+} cond_params;
+
+static co_status gate_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
+{
+    rt->out = in[0];
+    return CO_OK;
+}
+
+static int predicate(const cond_params *p, const co_tshape *t, const float *x)
+{
+    co_shape s;
+    s.ndim = t->ndim;
+    for (int i = 0; i < t->ndim; i++) s.dims[i] = t->d[i];
+    return p->fn(x, &s, p->user) != 0;
+}
+
+static int gate_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
+{
+    const cond_params *p = op->params;
+    if (predicate(p, &rt->out, in[0]) != p->when) return 0;
+    memcpy(out, in[0], (size_t)co_tshape_numel(&rt->out) * sizeof(float));
+    return 1;
+}
+
+static co_status gate_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in,
+                           float *out, float *scratch)
+{ /* both branches run over the clip; the merge picks one */
+    memcpy(out, in[0], (size_t)co_tshape_numel(&rt->out) * sizeof(float));
+    return CO_OK;
+}
+
+/* merge inputs: true branch, false branch, the Conditional's input (for clip mode) */
+static co_status merge_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
+{
+    char a[96], c[96];
+    for (int i = 0; i < in[0].ndim; i++)
+        if (in[0].ndim != in[1].ndim || in[0].d[i] != in[1].d[i])
+            return co_error(CO_ERR_SHAPE, "%s: Conditional branches give different shapes %s and %s", op->path,
+                            co_tshape_str(&in[0], a, sizeof a), co_tshape_str(&in[1], c, sizeof c));
+    rt->out = in[0];
+    rt->aux[0] = co_tshape_numel(&in[0]);
+    return CO_OK;
+}
+
+static int merge_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
+{
+    memcpy(out, in[0] ? in[0] : in[1], (size_t)rt->aux[0] * sizeof(float));
+    return 1;
+}
+
+static co_status merge_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in,
+                            float *out, float *scratch)
+{
+    const cond_params *p = op->params;
+    memcpy(out, predicate(p, &in_shapes[2], in[2]) ? in[0] : in[1], (size_t)rt->aux[0] * sizeof(float));
+    return CO_OK;
+}
+
+static const co_op_class k_gate = {"gate", gate_resolve, NULL, NULL, gate_step, gate_clip, NULL};
+static const co_op_class k_merge = {"merge", merge_resolve, NULL, NULL, merge_step, merge_clip, NULL};
+
+co_status co_build_conditional(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
+{
+    const char *pred;
+    const cJSON *children;
+    int count;
+    co_status st;
+    if ((st = co_get_string(b, node, path, "predicate", 1, NULL, 256, &pred)) ||
+        (st = co_build_children(b, node, path, &children, &count)))
+        return st;
+    if (count < 1 || count > 2) return co_error(CO_ERR_NETWORK, "%s: Conditional has 1 or 2 branches, not %d", path, count);
+    const co_callback *cb = co_find_callback(b, pred);
+    if (!cb || !cb->predicate)
+        return co_error(CO_ERR_NETWORK, "%s: predicate '%.64s' is not registered (co_load_options.callbacks)",
+                        path[0] ? path : "<root>", pred);
+    if (in < 0) return co_error(CO_ERR_NETWORK, "%s: Conditional takes one stream, not a list", path);
+    int gates[2];
+    for (int i = 0; i < 2; i++) {
+        cond_params *g = co_alloc(sizeof *g);
+        if (!g) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        g->fn = cb->predicate;
+        g->user = cb->user;
+        g->when = i == 0;
+        co_op *op = co_emit(b, &k_gate, path, 1, &in, g);
+        if (!op) return CO_ERR_OUT_OF_MEMORY;
+        gates[i] = op->out;
+    }
+    int outs[3] = {gates[0], gates[1], in};
+    co_props bp[2] = {{1, 0, 1, 0}, {1, 0, 1, 0}};
+    int i = 0;
+    for (const cJSON *c = children->child; c; c = c->next, i++)
+        if ((st = co_build_child(b, c, path, gates[i], &outs[i], &bp[i]))) return st;
+    if (outs[0] < 0 || outs[1] < 0) return co_error(CO_ERR_NETWORK, "%s: Conditional branches must give one stream", path);
+    cond_params *mp = co_alloc(sizeof *mp);
+    if (!mp) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    mp->fn = cb->predicate;
+    mp->user = cb->user;
+    mp->when = 1;
+    co_op *op = co_emit(b, &k_merge, path, 3, outs, mp);
+    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    op->any_of = 2;
+    *out = op->out;
+    *props = bp[0];
+    join_props(props, &bp[1], 0);
+    return CO_OK;
+}
