@@ -97,6 +97,7 @@ co_status co_build_identity(co_builder *b, const cJSON *node, const char *path, 
                             co_props *p);
 co_status co_build_pool(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
 co_status co_build_rnn(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
+co_status co_build_attention(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
 co_status co_build_delay(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
 co_status co_build_sequential(co_builder *b, const cJSON *node, const char *path, int in, int *out,
                               co_props *p);

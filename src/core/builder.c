@@ -34,6 +34,8 @@ static const struct { const char *type; co_build_fn fn; } k_registry[] = {
     {"Conv3d", co_build_conv},
     {"Linear", co_build_linear},
     {"Delay", co_build_delay},
+    {"SingleOutputMultiheadAttention", co_build_attention},
+    {"RetroactiveMultiheadAttention", co_build_attention},
     {"RNN", co_build_rnn},
     {"GRU", co_build_rnn},
     {"LSTM", co_build_rnn},

@@ -1,0 +1,362 @@
+/*
+ * attention.c — the continual multi-head attentions of Continual Transformers (Hedegaard et
+ * al., ICLR 2023) on (B, E, T) clips / (B, E) frames:
+ *
+ *   SingleOutputMultiheadAttention: per step, one query (the newest, or one `delay` steps old)
+ *     against the last N keys and values, kept in rings in the stream arena.
+ *   RetroactiveMultiheadAttention: per step, the updated outputs of all N window tokens
+ *     (B, E, N), oldest first. Each token's softmax sums are updated in O(d) when the oldest
+ *     key leaves and the new one enters.
+ *
+ * Numerics (decision, semantics.md Q6): the reference keeps raw exp sums and overflows to
+ * inf/NaN on logits of a few tens. Here every row keeps its sums relative to a running
+ * maximum of its logits (rescaled when a larger logit arrives), so no exp exceeds 1; when the
+ * key leaving the window held almost all of a row's mass (the subtraction would cancel), the
+ * row is recomputed exactly over the window. Outputs match softmax attention over the window
+ * to float precision at any logit scale.
+ *
+ * forward over a clip is torch.nn.MultiheadAttention's self-attention over the T tokens
+ * (SingleOutput with single_output_forward: only the token at query_index).
+ */
+#include <math.h>
+#include <string.h>
+
+#include "core/build.h"
+#include "kernels/gemm.h"
+
+typedef struct mha_params {
+    int retroactive;
+    int64_t E, H, dh, N;
+    int64_t lag;               /* single-output: steps the query lags the newest key */
+    int64_t query_index;       /* for single_output_forward */
+    int single_output_forward;
+    float scale;               /* 1/sqrt(dh) */
+    const float *w_in, *b_in, *w_out, *b_out; /* model-owned; biases may be NULL */
+} mha_params;
+
+/* ---- shared pieces ---- */
+/* (rows, E) -> (rows, 3E): q, k, v of each row */
+static void project_qkv(const mha_params *p, const float *x, int64_t rows, float *qkv)
+{
+    co_gemm_nt(rows, 3 * p->E, p->E, x, p->E, p->w_in, p->E, 0.0f, qkv, 3 * p->E);
+    if (p->b_in)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < 3 * p->E; j++) qkv[r * 3 * p->E + j] += p->b_in[j];
+}
+
+static inline float dot(const float *a, const float *b, int64_t n)
+{
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* Softmax attention of one query over n keys/values (rows `stride` floats apart). */
+static void attend(const float *q, const float *K, const float *V, int64_t n, int64_t stride, int64_t dh, float *w,
+                   float *o)
+{
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < n; j++) {
+        w[j] = dot(q, K + j * stride, dh);
+        if (w[j] > mx) mx = w[j];
+    }
+    float den = 0.0f;
+    for (int64_t j = 0; j < n; j++) den += (w[j] = expf(w[j] - mx));
+    memset(o, 0, (size_t)dh * sizeof(float));
+    for (int64_t j = 0; j < n; j++) {
+        const float a = w[j] / den, *v = V + j * stride;
+        for (int64_t i = 0; i < dh; i++) o[i] += a * v[i];
+    }
+}
+
+/* ---- resolve ---- */
+
+static co_status mha_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
+{
+    const mha_params *p = op->params;
+    const int t = in->has_time;
+    char buf[96];
+    if (in->ndim != 2 + t || in->d[1] != p->E)
+        return co_error(CO_ERR_SHAPE, "%s: attention takes %s (B, E=%lld%s), got %s", op->path, t ? "clips" : "frames",
+                        (long long)p->E, t ? ", T" : "", co_tshape_str(in, buf, sizeof buf));
+    const int64_t B = in->d[0], E = p->E, N = p->N;
+    rt->out = *in;
+    if (t) {
+        const int64_t T = in->d[2], Tq = p->single_output_forward ? 1 : T;
+        if (p->single_output_forward && (p->query_index >= T || p->query_index < -T))
+            return co_error(CO_ERR_SHAPE, "%s: query_index %lld is outside a clip of %lld tokens", op->path,
+                            (long long)p->query_index, (long long)T);
+        rt->out.d[2] = Tq;
+        rt->scratch_floats = (size_t)(T * 3 * E + T * E + T + 2 * Tq * E);
+        rt->macs = B * (T * 3 * E * E + 2 * Tq * T * E + Tq * E * E);
+        return CO_OK;
+    }
+    if (p->retroactive) {
+        rt->out.ndim = 3;
+        rt->out.d[2] = N;
+        /* per batch item: K, V, Q rings (N x E), row maxima and denominators (N x H), AV (N x E) */
+        rt->state_bytes = 4 * sizeof(int64_t) + (size_t)(B * (4 * N * E + 2 * N * p->H)) * sizeof(float);
+        rt->scratch_floats = (size_t)(3 * E + N + E * N + N * E);
+        rt->macs = B * (3 * E * E + 6 * N * E + N * E * E);
+    } else {
+        rt->state_bytes = 4 * sizeof(int64_t) + (size_t)(B * (2 * N + p->lag) * E) * sizeof(float);
+        rt->scratch_floats = (size_t)(B * 3 * E + N + B * E);
+        rt->macs = B * (3 * E * E + 2 * N * E + E * E);
+    }
+    return CO_OK;
+}
+
+/* state head: pos (ring slot of the oldest token = next to overwrite), count (steps, capped
+ * at N), qpos (single-output query ring) */
+typedef struct mha_head { int64_t pos, count, qpos, pad; } mha_head;
+
+static void mha_reset(const co_op *op, const co_oprt *rt, void *state)
+{
+    const mha_params *p = op->params;
+    memset(state, 0, rt->state_bytes);
+    if (p->retroactive) { /* zero tokens: every row attends N zero keys, sum exp(0) = N */
+        const int64_t B = rt->out.d[0], N = p->N, E = p->E, H = p->H;
+        float *base = (float *)((mha_head *)state + 1);
+        for (int64_t b = 0; b < B; b++) {
+            float *den = base + b * (4 * N * E + 2 * N * H) + 3 * N * E + N * H;
+            for (int64_t i = 0; i < N * H; i++) den[i] = (float)N;
+        }
+    }
+}
+
+static co_status mha_check_state(const co_op *op, const co_oprt *rt, const void *state)
+{
+    const mha_params *p = op->params;
+    const mha_head *h = state;
+    if (h->pos < 0 || h->pos >= p->N || h->count < 0 || h->count > p->N || h->qpos < 0 ||
+        h->qpos >= (p->lag > 0 ? p->lag : 1))
+        return co_error(CO_ERR_STATE, "%s: saved state has an out-of-range ring index", op->path);
+    return CO_OK;
+}
+
+static void out_project(const mha_params *p, const float *o, int64_t rows, float *y)
+{
+    co_gemm_nt(rows, p->E, p->E, o, p->E, p->w_out, p->E, 0.0f, y, p->E);
+    if (p->b_out)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < p->E; j++) y[r * p->E + j] += p->b_out[j];
+}
+
+/* ---- single output ---- */
+static int so_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
+{
+    const mha_params *p = op->params;
+    mha_head *h = state;
+    const int64_t B = rt->out.d[0], E = p->E, N = p->N, dh = p->dh;
+    float *K = (float *)(h + 1), *V = K + B * N * E, *Q = V + B * N * E;
+    float *qkv = scratch, *w = qkv + B * 3 * E, *o = w + N;
+    project_qkv(p, in[0], B, qkv);
+    for (int64_t b = 0; b < B; b++) {
+        float *q = qkv + b * 3 * E;
+        for (int64_t i = 0; i < E; i++) q[i] *= p->scale;
+        memcpy(K + (b * N + h->pos) * E, q + E, (size_t)E * sizeof(float));
+        memcpy(V + (b * N + h->pos) * E, q + 2 * E, (size_t)E * sizeof(float));
+        if (p->lag > 0) { /* the query used is `lag` steps old; the new one waits in the ring */
+            float *slot = Q + (b * p->lag + h->qpos) * E;
+            for (int64_t i = 0; i < E; i++) {
+                float t = slot[i];
+                slot[i] = q[i];
+                q[i] = t;
+            }
+        }
+    }
+    if (p->lag > 0) h->qpos = (h->qpos + 1) % p->lag;
+    h->pos = (h->pos + 1) % N;
+    if (h->count < N) h->count++;
+    if (h->count < N) return 0;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t hh = 0; hh < p->H; hh++)
+            attend(qkv + b * 3 * E + hh * dh, K + b * N * E + hh * dh, V + b * N * E + hh * dh, N, E, dh, w,
+                   o + b * E + hh * dh);
+    out_project(p, o, B, out);
+    return 1;
+}
+
+/* ---- retroactive ---- */
+static void row_exact(const float *q, const float *K, const float *V, int64_t N, int64_t E, int64_t dh, float *m,
+                      float *den, float *av)
+{
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < N; j++) {
+        float s = dot(q, K + j * E, dh);
+        if (s > mx) mx = s;
+    }
+    float d = 0.0f;
+    memset(av, 0, (size_t)dh * sizeof(float));
+    for (int64_t j = 0; j < N; j++) {
+        float e = expf(dot(q, K + j * E, dh) - mx);
+        d += e;
+        for (int64_t i = 0; i < dh; i++) av[i] += e * V[j * E + i];
+    }
+    *m = mx;
+    *den = d;
+}
+
+static int retro_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
+{
+    const mha_params *p = op->params;
+    mha_head *h = state;
+    const int64_t B = rt->out.d[0], E = p->E, N = p->N, H = p->H, dh = p->dh;
+    const int64_t per_b = 4 * N * E + 2 * N * H;
+    float *qkv = scratch, *o = qkv + 3 * E + N, *oy = o + N * E;
+    const int64_t slot = h->pos;
+    for (int64_t b = 0; b < B; b++) {
+        float *K = (float *)(h + 1) + b * per_b, *V = K + N * E, *Q = V + N * E, *M = Q + N * E, *D = M + N * H,
+              *AV = D + N * H;
+        project_qkv(p, in[0] + b * E, 1, qkv);
+        for (int64_t i = 0; i < E; i++) qkv[i] *= p->scale;
+        const float *qn = qkv, *kn = qkv + E, *vn = qkv + 2 * E;
+        for (int64_t hh = 0; hh < H; hh++) {
+            const int64_t c = hh * dh;
+            /* the leaving key and value: a row recomputed below overwrites their slot */
+            float *k_old = o, *v_old = o + dh;
+            memcpy(k_old, K + slot * E + c, (size_t)dh * sizeof(float));
+            memcpy(v_old, V + slot * E + c, (size_t)dh * sizeof(float));
+            for (int64_t r = 0; r < N; r++) {
+                if (r == slot) continue;
+                const float *q = Q + r * E + c;
+                float *m = &M[r * H + hh], *d = &D[r * H + hh], *av = AV + r * E + c;
+                /* the oldest key leaves */
+                const float before = *d, e_old = expf(dot(q, k_old, dh) - *m);
+                *d -= e_old;
+                for (int64_t i = 0; i < dh; i++) av[i] -= e_old * v_old[i];
+                /* the new key enters */
+                float s = dot(q, kn + c, dh);
+                if (s > *m) {
+                    const float f = expf(*m - s);
+                    *d *= f;
+                    for (int64_t i = 0; i < dh; i++) av[i] *= f;
+                    *m = s;
+                }
+                const float e_new = expf(s - *m);
+                *d += e_new;
+                for (int64_t i = 0; i < dh; i++) av[i] += e_new * vn[c + i];
+                /* cancellation: the leaving key held nearly all the mass */
+                if (!(*d - e_new > before * (1.0f / 256.0f)) || !isfinite(*d)) {
+                    memcpy(K + slot * E + c, kn + c, (size_t)dh * sizeof(float)); /* window as it is now */
+                    memcpy(V + slot * E + c, vn + c, (size_t)dh * sizeof(float));
+                    row_exact(q, K + c, V + c, N, E, dh, m, d, av);
+                }
+            }
+        }
+        memcpy(K + slot * E, kn, (size_t)E * sizeof(float));
+        memcpy(V + slot * E, vn, (size_t)E * sizeof(float));
+        memcpy(Q + slot * E, qn, (size_t)E * sizeof(float));
+        for (int64_t hh = 0; hh < H; hh++)
+            row_exact(Q + slot * E + hh * dh, K + hh * dh, V + hh * dh, N, E, dh, &M[slot * H + hh], &D[slot * H + hh],
+                      AV + slot * E + hh * dh);
+        if (h->count + 1 >= N) { /* outputs of the window, oldest first */
+            for (int64_t r = 0; r < N; r++) {
+                const int64_t sl = (slot + 1 + r) % N;
+                for (int64_t hh = 0; hh < H; hh++) {
+                    const float inv = 1.0f / D[sl * H + hh];
+                    for (int64_t i = 0; i < dh; i++) o[r * E + hh * dh + i] = AV[sl * E + hh * dh + i] * inv;
+                }
+            }
+            out_project(p, o, N, oy); /* (N, E) */
+            float *y = out + b * E * N;
+            for (int64_t r = 0; r < N; r++)
+                for (int64_t j = 0; j < E; j++) y[j * N + r] = oy[r * E + j];
+        }
+    }
+    h->pos = (h->pos + 1) % N;
+    if (h->count < N) h->count++;
+    return h->count >= N;
+}
+
+/* ---- clip: torch self-attention over the T tokens of (B, E, T) ---- */
+static co_status mha_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in,
+                          float *out, float *scratch)
+{
+    const mha_params *p = op->params;
+    const int64_t B = in_shapes[0].d[0], T = in_shapes[0].d[2], E = p->E, dh = p->dh, Tq = rt->out.d[2];
+    float *qkv = scratch, *X = qkv + T * 3 * E, *w = X + T * E, *o = w + T, *y = o + Tq * E;
+    const int64_t q0 = p->single_output_forward ? (p->query_index < 0 ? p->query_index + T : p->query_index) : 0;
+    for (int64_t b = 0; b < B; b++) {
+        const float *xb = in[0] + b * E * T;
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t j = 0; j < E; j++) X[t * E + j] = xb[j * T + t];
+        project_qkv(p, X, T, qkv);
+        for (int64_t r = 0; r < Tq; r++) {
+            float *q = qkv + (q0 + r) * 3 * E;
+            for (int64_t i = 0; i < E; i++) q[i] *= p->scale;
+            for (int64_t hh = 0; hh < p->H; hh++)
+                attend(q + hh * dh, qkv + E + hh * dh, qkv + 2 * E + hh * dh, T, 3 * E, dh, w, o + r * E + hh * dh);
+        }
+        out_project(p, o, Tq, y);
+        float *ob = out + b * E * Tq;
+        for (int64_t r = 0; r < Tq; r++)
+            for (int64_t j = 0; j < E; j++) ob[j * Tq + r] = y[r * E + j];
+    }
+    return CO_OK;
+}
+
+static const co_op_class k_single_output = {"single_output_mha", mha_resolve, mha_reset, mha_check_state, so_step, mha_clip,
+                                            NULL};
+static const co_op_class k_retroactive = {"retroactive_mha", mha_resolve, mha_reset, mha_check_state, retro_step, mha_clip,
+                                          NULL};
+
+co_status co_build_attention(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
+{
+    const char *type = cJSON_GetObjectItemCaseSensitive(node, "type")->valuestring;
+    const int retro = strncmp(type, "Retroactive", 11) == 0;
+    int64_t E, H, N, qi = -1;
+    int bias, add_bias_kv, add_zero_attn, sof = 1, batch_first, eds;
+    double dropout;
+    co_status st;
+    if ((st = co_get_int(b, node, path, "embed_dim", 1, 0, 1, 1 << 16, &E)) ||
+        (st = co_get_int(b, node, path, "num_heads", 1, 0, 1, 1 << 12, &H)) ||
+        (st = co_get_int(b, node, path, "sequence_len", 1, 0, 1, 1 << 14, &N)) ||
+        (st = co_get_bool(b, node, path, "bias", 0, 1, &bias)) ||
+        (st = co_get_bool(b, node, path, "add_bias_kv", 0, 0, &add_bias_kv)) ||
+        (st = co_get_bool(b, node, path, "add_zero_attn", 0, 0, &add_zero_attn)) ||
+        (st = co_get_bool(b, node, path, "batch_first", 0, 1, &batch_first)) ||
+        (st = co_get_bool(b, node, path, "embed_dim_second", 0, 1, &eds)) ||
+        (st = co_get_float(b, node, path, "dropout", 0, 0.0, 0.0, 1.0, &dropout)))
+        return st;
+    if (!retro && ((st = co_get_int(b, node, path, "query_index", 0, -1, -N, N - 1, &qi)) ||
+                   (st = co_get_bool(b, node, path, "single_output_forward", 0, 1, &sof))))
+        return st;
+    if (E % H) return co_error(CO_ERR_NETWORK, "%s: embed_dim %lld is not divisible by num_heads %lld", path, (long long)E, (long long)H);
+    if (add_bias_kv || add_zero_attn)
+        return co_error(CO_ERR_UNSUPPORTED, "%s: add_bias_kv / add_zero_attn have no continual step (as in the reference)", path);
+    const cJSON *kd = cJSON_GetObjectItemCaseSensitive(node, "kdim"), *vd = cJSON_GetObjectItemCaseSensitive(node, "vdim");
+    int64_t kdim = E, vdim = E;
+    if ((kd && (st = co_get_int(b, node, path, "kdim", 0, E, 1, 1 << 16, &kdim))) ||
+        (vd && (st = co_get_int(b, node, path, "vdim", 0, E, 1, 1 << 16, &vdim))))
+        return st;
+    if (kdim != E || vdim != E)
+        return co_error(CO_ERR_UNSUPPORTED, "%s: kdim/vdim different from embed_dim are not supported (self-attention only)", path);
+    mha_params *p = co_calloc(1, sizeof *p);
+    if (!p) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    p->retroactive = retro;
+    p->E = E;
+    p->H = H;
+    p->dh = E / H;
+    p->N = N;
+    p->query_index = qi;
+    p->lag = qi >= 0 ? N - qi - 1 : -qi - 1;
+    p->single_output_forward = retro ? 0 : sof;
+    p->scale = (float)(1.0 / sqrt((double)p->dh));
+    int64_t s_in[2] = {3 * E, E}, s_b[1] = {3 * E}, s_out[2] = {E, E};
+    if ((st = co_take_tensor(b, path, "in_proj_weight", 2, s_in, 1, &p->w_in)) ||
+        (bias && (st = co_take_tensor(b, path, "in_proj_bias", 1, s_b, 1, &p->b_in))) ||
+        (st = co_take_tensor(b, path, "out_proj.weight", 2, s_out, 1, &p->w_out)) ||
+        (bias && (st = co_take_tensor(b, path, "out_proj.bias", 1, &E, 1, &p->b_out)))) {
+        co_free(p);
+        return st;
+    }
+    co_op *op = co_emit(b, retro ? &k_retroactive : &k_single_output, path, 1, &in, p);
+    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    *out = op->out;
+    props->receptive_field = N;
+    props->stride = 1;
+    props->padding = 0;
+    props->delay = retro ? N - 1 : p->lag;
+    return CO_OK;
+}
