@@ -65,6 +65,9 @@ co_status co_get_int_list(co_builder *b, const cJSON *node, const char *path, co
  * If !required and absent: *out = NULL and CO_OK. */
 co_status co_take_tensor(co_builder *b, const char *path, const char *name, int ndim, const int64_t *shape,
                          int required, const float **out);
+/* Same for a buffer (running statistics): not counted as a parameter. */
+co_status co_take_buffer(co_builder *b, const char *path, const char *name, int ndim, const int64_t *shape,
+                         int required, const float **out);
 /* Claims a tensor whose values are ignored (e.g. BatchNorm's num_batches_tracked): any dtype,
  * shape must have `ndim` dims. Absent is fine. */
 co_status co_skip_tensor(co_builder *b, const char *path, const char *name, int ndim);

@@ -244,8 +244,8 @@ void co_count_params(co_builder *b, int64_t n)
     b->m->params += n;
 }
 
-co_status co_take_tensor(co_builder *b, const char *path, const char *name, int ndim, const int64_t *shape, int required,
-                         const float **out)
+static co_status take(co_builder *b, const char *path, const char *name, int ndim, const int64_t *shape, int required,
+                      const float **out, int learnable)
 {
     char full[512], want[160], got[160];
     full_name(full, sizeof full, path, name);
@@ -292,9 +292,21 @@ co_status co_take_tensor(co_builder *b, const char *path, const char *name, int 
     for (const char *c = full; *c; c++) m->fingerprint = (m->fingerprint ^ (uint8_t)*c) * 1099511628211ull;
     const uint32_t *words = (const uint32_t *)data;
     for (int64_t i = 0; i < numel; i++) m->fingerprint = (m->fingerprint ^ words[i]) * 1099511628211ull;
-    co_count_params(b, numel);
+    if (learnable) co_count_params(b, numel);
     *out = data;
     return CO_OK;
+}
+
+co_status co_take_tensor(co_builder *b, const char *path, const char *name, int ndim, const int64_t *shape, int required,
+                         const float **out)
+{
+    return take(b, path, name, ndim, shape, required, out, 1);
+}
+
+co_status co_take_buffer(co_builder *b, const char *path, const char *name, int ndim, const int64_t *shape, int required,
+                         const float **out)
+{
+    return take(b, path, name, ndim, shape, required, out, 0);
 }
 
 co_status co_skip_tensor(co_builder *b, const char *path, const char *name, int ndim)
