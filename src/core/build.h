@@ -81,6 +81,15 @@ int co_list_make(co_builder *b, const char *path, int n, const int *values);
 /* Values of list `handle` into values[CO_MAX_LIST]; returns the count, or 0 if not a list. */
 int co_list_get(const co_builder *b, int handle, int *values);
 
+/* A sub-plan: a child network compiled into its own op list, run by an op in clip mode
+ * (RetroactiveLambda runs a layer over the window of tokens at every step). */
+typedef struct co_subplan {
+    co_op *ops;
+    int n_ops, cap_ops, n_values, out_value;
+} co_subplan;
+co_status co_build_subplan(co_builder *b, const cJSON *child, const char *path, co_subplan **out, co_props *props);
+void co_subplan_free(co_subplan *sp);
+
 /* A callback given at load (co_load_options), by name; NULL if absent. */
 const co_callback *co_find_callback(const co_builder *b, const char *name);
 
@@ -101,6 +110,8 @@ co_status co_build_identity(co_builder *b, const cJSON *node, const char *path, 
 co_status co_build_pool(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
 co_status co_build_rnn(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
 co_status co_build_attention(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
+co_status co_build_transformer_part(co_builder *b, const cJSON *node, const char *path, int in, int *out,
+                                    co_props *p);
 co_status co_build_delay(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);
 co_status co_build_sequential(co_builder *b, const cJSON *node, const char *path, int in, int *out,
                               co_props *p);

@@ -34,6 +34,12 @@ static const struct { const char *type; co_build_fn fn; } k_registry[] = {
     {"Conv3d", co_build_conv},
     {"Linear", co_build_linear},
     {"Delay", co_build_delay},
+    {"ChannelLayerNorm", co_build_transformer_part},
+    {"RecyclingPositionalEncoding", co_build_transformer_part},
+    {"SelectOrDelay", co_build_transformer_part},
+    {"RetroactiveUnity", co_build_transformer_part},
+    {"SqueezeLast", co_build_transformer_part},
+    {"RetroactiveLambda", co_build_transformer_part},
     {"SingleOutputMultiheadAttention", co_build_attention},
     {"RetroactiveMultiheadAttention", co_build_attention},
     {"RNN", co_build_rnn},
@@ -403,6 +409,55 @@ co_op *co_emit(co_builder *b, const co_op_class *cls, const char *path, int n_in
     op->out = m->n_values++;
     op->params = params;
     return op;
+}
+
+/* ---- sub-plans ---- */
+static void free_ops(co_op *ops, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (ops[i].cls && ops[i].cls->destroy) ops[i].cls->destroy(&ops[i]);
+        else co_free(ops[i].params);
+        co_free(ops[i].path);
+    }
+    co_free(ops);
+}
+
+void co_subplan_free(co_subplan *sp)
+{
+    if (!sp) return;
+    free_ops(sp->ops, sp->n_ops);
+    co_free(sp);
+}
+
+co_status co_build_subplan(co_builder *b, const cJSON *child, const char *path, co_subplan **out, co_props *props)
+{
+    co_model *m = b->m;
+    co_subplan *sp = co_calloc(1, sizeof *sp);
+    if (!sp) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    /* emit into a fresh op list: swap the model's out and back */
+    co_op *ops = m->ops;
+    int n_ops = m->n_ops, cap = m->cap_ops, n_values = m->n_values;
+    m->ops = NULL;
+    m->n_ops = m->cap_ops = 0;
+    m->n_values = 1;
+    int v = 0;
+    co_status st = co_build_child(b, child, path, 0, &v, props);
+    sp->ops = m->ops;
+    sp->n_ops = m->n_ops;
+    sp->cap_ops = m->cap_ops;
+    sp->n_values = m->n_values;
+    sp->out_value = v;
+    m->ops = ops;
+    m->n_ops = n_ops;
+    m->cap_ops = cap;
+    m->n_values = n_values;
+    if (!st && v < 0) st = co_error(CO_ERR_NETWORK, "%s: the wrapped network ends in a list of streams", path);
+    if (st) {
+        co_subplan_free(sp);
+        return st;
+    }
+    *out = sp;
+    return CO_OK;
 }
 
 /* ---- nodes ---- */

@@ -26,6 +26,7 @@ typedef struct clip_plan {
     co_oprt *rt;
     co_tshape *values;
     co_tshape out;
+    int resolved;
 } clip_plan;
 
 static co_status plan_clip(const co_model *m, const co_shape *in, clip_plan *p)
@@ -36,7 +37,9 @@ static co_status plan_clip(const co_model *m, const co_shape *in, clip_plan *p)
     p->rt = co_calloc((size_t)m->n_ops + 1, sizeof *p->rt);
     p->values = co_calloc((size_t)m->n_values, sizeof *p->values);
     if (!p->rt || !p->values) return co_error(CO_ERR_OUT_OF_MEMORY, "forward: out of memory");
-    return co_plan_resolve(m, &t, p->rt, p->values, &p->out);
+    st = co_plan_resolve(m, &t, p->rt, p->values, &p->out);
+    p->resolved = st == CO_OK;
+    return st;
 }
 
 co_status co_forward_shape(const co_model *m, const co_shape *in, co_shape *out)
@@ -48,6 +51,7 @@ co_status co_forward_shape(const co_model *m, const co_shape *in, co_shape *out)
         out->ndim = p.out.ndim;
         for (int i = 0; i < p.out.ndim; i++) out->dims[i] = p.out.d[i];
     }
+    if (p.resolved) co_ops_release(m->ops, m->n_ops, p.rt);
     co_free(p.rt);
     co_free(p.values);
     return st;
@@ -96,6 +100,7 @@ done:
         for (int v = 1; v < m->n_values; v++) co_free(buf[v]);
     co_free(buf);
     co_free(scratch);
+    if (p.rt && p.resolved) co_ops_release(m->ops, m->n_ops, p.rt);
     co_free(p.rt);
     co_free(p.values);
     return st;

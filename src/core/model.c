@@ -239,19 +239,37 @@ co_status co_model_node(const co_model *m, int index, co_node_info *out)
 
 co_status co_plan_resolve(const co_model *m, const co_tshape *in, co_oprt *rt, co_tshape *values, co_tshape *out)
 {
+    return co_ops_resolve(m->ops, m->n_ops, m->out_value, in, rt, values, out);
+}
+
+void co_ops_release(const co_op *ops, int n_ops, co_oprt *rt)
+{
+    for (int i = 0; i < n_ops; i++)
+        if (ops[i].cls->release && rt[i].ext) {
+            ops[i].cls->release(&ops[i], &rt[i]);
+            rt[i].ext = NULL;
+        }
+}
+
+co_status co_ops_resolve(const co_op *ops, int n_ops, int out_value, const co_tshape *in, co_oprt *rt, co_tshape *values,
+                         co_tshape *out)
+{
     values[0] = *in;
-    for (int i = 0; i < m->n_ops; i++) {
-        const co_op *op = &m->ops[i];
+    for (int i = 0; i < n_ops; i++) {
+        const co_op *op = &ops[i];
         co_tshape ins[8];
         for (int k = 0; k < op->n_in; k++) ins[k] = values[op->in[k]];
         memset(&rt[i], 0, sizeof rt[i]);
         co_status st = op->cls->resolve(op, ins, &rt[i]);
-        if (st) return st;
-        if (co_tshape_numel(&rt[i].out) > ((int64_t)1 << 40))
-            return co_error(CO_ERR_SHAPE, "%s: output of %lld elements is too large", op->path,
-                            (long long)co_tshape_numel(&rt[i].out));
+        if (!st && co_tshape_numel(&rt[i].out) > ((int64_t)1 << 40))
+            st = co_error(CO_ERR_SHAPE, "%s: output of %lld elements is too large", op->path,
+                          (long long)co_tshape_numel(&rt[i].out));
+        if (st) {
+            co_ops_release(ops, i + 1, rt);
+            return st;
+        }
         values[op->out] = rt[i].out;
     }
-    *out = values[m->out_value];
+    *out = values[out_value];
     return CO_OK;
 }

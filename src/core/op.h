@@ -35,6 +35,7 @@ typedef struct co_oprt {
     size_t scratch_floats; /* floats of scratch the op needs during one call */
     int64_t macs;          /* multiply-accumulates of one call (step: per step) */
     int64_t aux[16];       /* op-specific resolved integers */
+    void *ext;             /* op-specific resolved data, allocated by resolve, freed by release */
 } co_oprt;
 
 typedef struct co_op co_op;
@@ -62,6 +63,8 @@ typedef struct co_op_class {
      * padding) set it. */
     int (*step_pad)(const co_op *op, const co_oprt *rt, void *state, const float *const *fill, float *out,
                     float *scratch);
+    /* Optional: frees rt->ext (ops that resolve more than fits in aux). */
+    void (*release)(const co_op *op, co_oprt *rt);
 } co_op_class;
 
 struct co_op {
@@ -76,6 +79,13 @@ struct co_op {
     co_fill fill;   /* what those frames are */
     void *params;   /* class-specific, owned by the op */
 };
+
+/* Resolves ops[0..n_ops) in order for network input `in` (value 0); values[] gets every value's
+ * shape and *out the shape of value `out_value`. On failure releases what it resolved. */
+co_status co_ops_resolve(const co_op *ops, int n_ops, int out_value, const co_tshape *in, co_oprt *rt, co_tshape *values,
+                         co_tshape *out);
+/* Calls release on every resolved op that has one. */
+void co_ops_release(const co_op *ops, int n_ops, co_oprt *rt);
 
 /* ---- helpers shared by op implementations (src/core/util.c) ---- */
 void *co_alloc(size_t size);

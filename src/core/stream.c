@@ -116,6 +116,7 @@ co_status co_model_plan_info(const co_model *m, int batch, const co_shape *frame
     layout L;
     if (!rt || !values || !off || !vn) st = co_error(CO_ERR_OUT_OF_MEMORY, "out of memory");
     else st = compute_layout(m, &in, rt, values, off, vn, &L);
+    if (!st) co_ops_release(m->ops, m->n_ops, rt);
     if (!st && out) {
         memset(out, 0, sizeof *out);
         out->output_frame.ndim = L.out.ndim;
@@ -183,6 +184,7 @@ co_status co_stream_create_shaped(const co_model *m, int batch, const co_shape *
     s->arena_bytes = L.arena;
     s->arena_raw = co_alloc(L.arena + CO_ALIGN);
     if (!s->arena_raw) {
+        co_ops_release(m->ops, m->n_ops, s->rt);
         co_free(blk);
         return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory for a stream arena of %zu bytes", L.arena);
     }
@@ -216,6 +218,7 @@ co_status co_stream_create(const co_model *m, int batch, co_stream **out)
 void co_stream_free(co_stream *s)
 {
     if (!s) return;
+    co_ops_release(s->m->ops, s->m->n_ops, s->rt);
     co_free(s->arena_raw);
     co_free(s);
 }

@@ -39,7 +39,7 @@ co_status co_build_sequential(co_builder *b, const cJSON *node, const char *path
 }
 
 /* ---- reduction of branches ---- */
-enum reduce_kind { R_SUM, R_MUL, R_MAX, R_CONCAT };
+enum reduce_kind { R_SUM, R_MUL, R_MAX, R_CONCAT, R_SUM_LAST };
 typedef struct reduce_params { int kind; } reduce_params;
 
 /* Broadcast shapes (sum/mul/max, numpy rules over every dim incl. batch and time) or
@@ -49,6 +49,21 @@ static co_status reduce_resolve(const co_op *op, const co_tshape *in, co_oprt *r
     const reduce_params *p = op->params;
     char a[96], c[96];
     co_tshape o = in[0];
+    if (p->kind == R_SUM_LAST && in[0].has_time) { /* sum the last min-T frames of every input */
+        for (int k = 0; k < op->n_in; k++) {
+            int same = in[k].ndim == o.ndim;
+            for (int i = 0; same && i < o.ndim; i++) same = i == 2 || in[k].d[i] == o.d[i];
+            if (!same)
+                return co_error(CO_ERR_SHAPE, "%s: inputs %s and %s differ in more than time", op->path,
+                                co_tshape_str(&in[0], a, sizeof a), co_tshape_str(&in[k], c, sizeof c));
+            if (in[k].d[2] < o.d[2]) o.d[2] = in[k].d[2];
+            rt->aux[1 + k] = in[k].d[2];
+        }
+        rt->out = o;
+        rt->aux[0] = 2; /* cropping path */
+        rt->macs = co_tshape_numel(&o) * (op->n_in - 1);
+        return CO_OK;
+    }
     for (int k = 1; k < op->n_in; k++) {
         if (in[k].ndim != o.ndim)
             return co_error(CO_ERR_SHAPE, "%s: branches give shapes %s and %s of different rank", op->path,
@@ -110,6 +125,16 @@ static void reduce_run(const co_op *op, const co_oprt *rt, const float *const *i
 {
     const reduce_params *p = op->params;
     const int64_t n = co_tshape_numel(&rt->out);
+    if (rt->aux[0] == 2) { /* sum_last_pairs on clips: inputs cropped to their last T frames */
+        const int64_t rows = rt->out.d[0] * rt->out.d[1], T = rt->out.d[2], S = n / (rows * T);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t i = 0; i < T * S; i++) {
+                float acc = 0.0f;
+                for (int k = 0; k < op->n_in; k++) acc += in[k][(r * rt->aux[1 + k] + rt->aux[1 + k] - T) * S + i];
+                out[r * T * S + i] = acc;
+            }
+        return;
+    }
     if (p->kind == R_CONCAT) {
         /* channels of input k follow those of inputs < k, for every batch item */
         const int64_t B = rt->out.d[0], C = rt->out.d[1], inner = n / (B * C);
@@ -158,7 +183,7 @@ static const co_op_class k_reduce = {"reduce", reduce_resolve, NULL, NULL, reduc
 
 co_status co_build_broadcast_reduce(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
-    static const char *const k_kinds[] = {"sum", "mul", "max", "concat", NULL};
+    static const char *const k_kinds[] = {"sum", "mul", "max", "concat", "sum_last_pairs", NULL};
     int kind;
     const cJSON *children;
     int count;
