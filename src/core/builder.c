@@ -500,8 +500,10 @@ co_status co_build_node(co_builder *b, const cJSON *node, const char *parent_pat
     if (!cJSON_IsString(type)) return co_error(CO_ERR_NETWORK, "%s: node without a \"type\" string", parent_path);
     if (!cJSON_IsString(name)) return co_error(CO_ERR_NETWORK, "%s: node without a \"name\" string", parent_path);
     const size_t plen = strlen(parent_path), nlen = strlen(name->valuestring);
-    if (nlen > 128 || strchr(name->valuestring, '.') || (b->depth > 0 && nlen == 0))
-        return co_error(CO_ERR_NETWORK, "%s: child name '%.40s' must be 1..128 characters without '.'", parent_path,
+    /* an empty name adds no component to the state_dict prefix: structural containers the
+     * exporter inserts (a torch TransformerEncoderLayer's residual branches) are transparent */
+    if (nlen > 128 || strchr(name->valuestring, '.'))
+        return co_error(CO_ERR_NETWORK, "%s: child name '%.40s' must be at most 128 characters without '.'", parent_path,
                         name->valuestring);
     if (plen + nlen + 2 > 1024) return co_error(CO_ERR_NETWORK, "%s: module path too long", parent_path);
     char path[1024];
