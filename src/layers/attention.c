@@ -88,7 +88,7 @@ static co_status mha_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
                             (long long)p->query_index, (long long)T);
         rt->out.d[2] = Tq;
         rt->scratch_floats = (size_t)(T * 3 * E + T * E + T + 2 * Tq * E);
-        rt->macs = B * (T * 3 * E * E + 2 * Tq * T * E + Tq * E * E);
+        rt->macs = B * ((p->single_output_forward ? 2 * T + 1 : 3 * T) * E * E + 2 * Tq * T * E + Tq * E * E);
         return CO_OK;
     }
     if (p->retroactive) {
@@ -281,7 +281,17 @@ static co_status mha_clip(const co_op *op, const co_oprt *rt, const co_tshape *i
         const float *xb = in[0] + b * E * T;
         for (int64_t t = 0; t < T; t++)
             for (int64_t j = 0; j < E; j++) X[t * E + j] = xb[j * T + t];
-        project_qkv(p, X, T, qkv);
+        if (p->single_output_forward) { /* keys and values of every token, the query of one */
+            co_gemm_nt(T, 2 * E, E, X, E, p->w_in + E * E, E, 0.0f, qkv + E, 3 * E);
+            co_gemm_nt(1, E, E, X + q0 * E, E, p->w_in, E, 0.0f, qkv + q0 * 3 * E, 3 * E);
+            if (p->b_in) {
+                for (int64_t t = 0; t < T; t++)
+                    for (int64_t j = E; j < 3 * E; j++) qkv[t * 3 * E + j] += p->b_in[j];
+                for (int64_t j = 0; j < E; j++) qkv[q0 * 3 * E + j] += p->b_in[j];
+            }
+        } else {
+            project_qkv(p, X, T, qkv);
+        }
         for (int64_t r = 0; r < Tq; r++) {
             float *q = qkv + (q0 + r) * 3 * E;
             for (int64_t i = 0; i < E; i++) q[i] *= p->scale;
