@@ -69,6 +69,8 @@ static void attend(const float *q, const float *K, const float *V, int64_t n, in
     }
 }
 
+static size_t retro_floats_per_item(const mha_params *p);
+
 /* ---- resolve ---- */
 
 static co_status mha_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
@@ -94,10 +96,9 @@ static co_status mha_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
     if (p->retroactive) {
         rt->out.ndim = 3;
         rt->out.d[2] = N;
-        /* per batch item: K, V, Q rings (N x E), row maxima and denominators (N x H), AV (N x E) */
-        rt->state_bytes = 4 * sizeof(int64_t) + (size_t)(B * (4 * N * E + 2 * N * p->H)) * sizeof(float);
-        rt->scratch_floats = (size_t)(3 * E + N + E * N + N * E);
-        rt->macs = B * (3 * E * E + 6 * N * E + N * E * E);
+        rt->state_bytes = 4 * sizeof(int64_t) + (size_t)B * retro_floats_per_item(p) * sizeof(float);
+        rt->scratch_floats = (size_t)(B * (3 * E + p->H * E) + (N > E ? N : E) + E);
+        rt->macs = B * (3 * E * E + E * E + 2 * N * E + 3 * N * p->H * E);
     } else {
         rt->state_bytes = 4 * sizeof(int64_t) + (size_t)(B * (2 * N + p->lag) * E) * sizeof(float);
         rt->scratch_floats = (size_t)(B * 3 * E + N + B * E);
@@ -118,7 +119,7 @@ static void mha_reset(const co_op *op, const co_oprt *rt, void *state)
         const int64_t B = rt->out.d[0], N = p->N, E = p->E, H = p->H;
         float *base = (float *)((mha_head *)state + 1);
         for (int64_t b = 0; b < B; b++) {
-            float *den = base + b * (4 * N * E + 2 * N * H) + 3 * N * E + N * H;
+            float *den = base + (size_t)b * retro_floats_per_item(p) + 2 * N * E + N * H;
             for (int64_t i = 0; i < N * H; i++) den[i] = (float)N;
         }
     }
@@ -177,21 +178,32 @@ static int so_step(const co_op *op, const co_oprt *rt, void *state, const float 
     return 1;
 }
 
-/* ---- retroactive ---- */
-static void row_exact(const float *q, const float *K, const float *V, int64_t N, int64_t E, int64_t dh, float *m,
-                      float *den, float *av)
+/* ---- retroactive ----
+ * Per batch item the state holds the window's keys K and scaled queries Q (N x E each), and per
+ * token i and head h: the running logit maximum M, the softmax denominator D, and the output-
+ * space numerator A[i][h] = sum_j exp(q_i.k_j - M) * u_j[h], where u_j[h] = Wo[:, h] v_j[h] is
+ * the value already passed through the head's block of the output projection (U caches it).
+ * So a step costs O(N * H * E) adds instead of re-projecting all N outputs (N * E^2). */
+static size_t retro_floats_per_item(const mha_params *p)
 {
+    return (size_t)(2 * p->N * p->E + 2 * p->N * p->H + 2 * p->N * p->H * p->E);
+}
+
+static void retro_row_exact(const mha_params *p, const float *q, const float *K, const float *U, int64_t h, float *m,
+                            float *den, float *a, float *w)
+{
+    const int64_t N = p->N, E = p->E, dh = p->dh, H = p->H;
     float mx = -INFINITY;
     for (int64_t j = 0; j < N; j++) {
-        float s = dot(q, K + j * E, dh);
-        if (s > mx) mx = s;
+        w[j] = dot(q, K + j * E + h * dh, dh);
+        if (w[j] > mx) mx = w[j];
     }
     float d = 0.0f;
-    memset(av, 0, (size_t)dh * sizeof(float));
+    memset(a, 0, (size_t)E * sizeof(float));
     for (int64_t j = 0; j < N; j++) {
-        float e = expf(dot(q, K + j * E, dh) - mx);
+        const float e = expf(w[j] - mx), *u = U + (j * H + h) * E;
         d += e;
-        for (int64_t i = 0; i < dh; i++) av[i] += e * V[j * E + i];
+        for (int64_t i = 0; i < E; i++) a[i] += e * u[i];
     }
     *m = mx;
     *den = d;
@@ -202,71 +214,69 @@ static int retro_step(const co_op *op, const co_oprt *rt, void *state, const flo
     const mha_params *p = op->params;
     mha_head *h = state;
     const int64_t B = rt->out.d[0], E = p->E, N = p->N, H = p->H, dh = p->dh;
-    const int64_t per_b = 4 * N * E + 2 * N * H;
-    float *qkv = scratch, *o = qkv + 3 * E + N, *oy = o + N * E;
+    float *qkv_all = scratch, *un_all = qkv_all + B * 3 * E, *w = un_all + B * H * E, *u_old = w + (N > E ? N : E);
     const int64_t slot = h->pos;
+    const int emit = h->count + 1 >= N;
+    /* projections of the new token for the whole batch at once (one pass over the weights) */
+    project_qkv(p, in[0], B, qkv_all);
+    /* the new value through each head's block of the output projection: un[b][h] = Wo[:, h] v[b][h] */
+    for (int64_t hh = 0; hh < H; hh++)
+        co_gemm_nt(B, E, dh, qkv_all + 2 * E + hh * dh, 3 * E, p->w_out + hh * dh, E, 0.0f, un_all + hh * E, H * E);
     for (int64_t b = 0; b < B; b++) {
-        float *K = (float *)(h + 1) + b * per_b, *V = K + N * E, *Q = V + N * E, *M = Q + N * E, *D = M + N * H,
-              *AV = D + N * H;
-        project_qkv(p, in[0] + b * E, 1, qkv);
+        float *K = (float *)(h + 1) + b * retro_floats_per_item(p), *Q = K + N * E, *M = Q + N * E, *D = M + N * H,
+              *U = D + N * H, *A = U + N * H * E;
+        float *qkv = qkv_all + b * 3 * E, *un = un_all + b * H * E;
         for (int64_t i = 0; i < E; i++) qkv[i] *= p->scale;
-        const float *qn = qkv, *kn = qkv + E, *vn = qkv + 2 * E;
+        const float *qn = qkv, *kn = qkv + E;
         for (int64_t hh = 0; hh < H; hh++) {
             const int64_t c = hh * dh;
-            /* the leaving key and value: a row recomputed below overwrites their slot */
-            float *k_old = o, *v_old = o + dh;
-            memcpy(k_old, K + slot * E + c, (size_t)dh * sizeof(float));
-            memcpy(v_old, V + slot * E + c, (size_t)dh * sizeof(float));
+            const float *k_old = K + slot * E + c; /* overwritten only after every row is updated */
+            memcpy(u_old, U + (slot * H + hh) * E, (size_t)E * sizeof(float));
             for (int64_t r = 0; r < N; r++) {
                 if (r == slot) continue;
                 const float *q = Q + r * E + c;
-                float *m = &M[r * H + hh], *d = &D[r * H + hh], *av = AV + r * E + c;
-                /* the oldest key leaves */
+                float *m = &M[r * H + hh], *d = &D[r * H + hh], *a = A + (r * H + hh) * E;
                 const float before = *d, e_old = expf(dot(q, k_old, dh) - *m);
-                *d -= e_old;
-                for (int64_t i = 0; i < dh; i++) av[i] -= e_old * v_old[i];
-                /* the new key enters */
-                float s = dot(q, kn + c, dh);
-                if (s > *m) {
-                    const float f = expf(*m - s);
-                    *d *= f;
-                    for (int64_t i = 0; i < dh; i++) av[i] *= f;
+                const float s = dot(q, kn + c, dh);
+                float scale_old = 1.0f;
+                if (s > *m) { /* a larger logit: move the reference point, so no exp exceeds 1 */
+                    scale_old = expf(*m - s);
                     *m = s;
                 }
-                const float e_new = expf(s - *m);
-                *d += e_new;
-                for (int64_t i = 0; i < dh; i++) av[i] += e_new * vn[c + i];
-                /* cancellation: the leaving key held nearly all the mass */
-                if (!(*d - e_new > before * (1.0f / 256.0f)) || !isfinite(*d)) {
-                    memcpy(K + slot * E + c, kn + c, (size_t)dh * sizeof(float)); /* window as it is now */
-                    memcpy(V + slot * E + c, vn + c, (size_t)dh * sizeof(float));
-                    row_exact(q, K + c, V + c, N, E, dh, m, d, av);
+                const float e_new = expf(s - *m), e_out = e_old * scale_old;
+                *d = (*d - e_old) * scale_old + e_new;
+                if (!((*d - e_new) > before * scale_old * (1.0f / 256.0f)) || !isfinite(*d)) {
+                    *d = -1.0f; /* cancellation: recompute below, once the window holds the new key */
+                    continue;
                 }
+                for (int64_t i = 0; i < E; i++) a[i] = a[i] * scale_old - e_out * u_old[i] + e_new * un[hh * E + i];
             }
         }
         memcpy(K + slot * E, kn, (size_t)E * sizeof(float));
-        memcpy(V + slot * E, vn, (size_t)E * sizeof(float));
         memcpy(Q + slot * E, qn, (size_t)E * sizeof(float));
-        for (int64_t hh = 0; hh < H; hh++)
-            row_exact(Q + slot * E + hh * dh, K + hh * dh, V + hh * dh, N, E, dh, &M[slot * H + hh], &D[slot * H + hh],
-                      AV + slot * E + hh * dh);
-        if (h->count + 1 >= N) { /* outputs of the window, oldest first */
+        memcpy(U + slot * H * E, un, (size_t)(H * E) * sizeof(float));
+        for (int64_t r = 0; r < N; r++)
+            for (int64_t hh = 0; hh < H; hh++)
+                if (r == slot || D[r * H + hh] < 0.0f)
+                    retro_row_exact(p, Q + r * E + hh * dh, K, U, hh, &M[r * H + hh], &D[r * H + hh],
+                                    A + (r * H + hh) * E, w);
+        if (emit) { /* (E, N) outputs, oldest token first */
+            float *y = out + b * E * N;
             for (int64_t r = 0; r < N; r++) {
                 const int64_t sl = (slot + 1 + r) % N;
+                float *o = w; /* reuse as an E-vector (w holds max(N, E) floats) */
+                for (int64_t i = 0; i < E; i++) o[i] = p->b_out ? p->b_out[i] : 0.0f;
                 for (int64_t hh = 0; hh < H; hh++) {
-                    const float inv = 1.0f / D[sl * H + hh];
-                    for (int64_t i = 0; i < dh; i++) o[r * E + hh * dh + i] = AV[sl * E + hh * dh + i] * inv;
+                    const float inv = 1.0f / D[sl * H + hh], *a = A + (sl * H + hh) * E;
+                    for (int64_t i = 0; i < E; i++) o[i] += a[i] * inv;
                 }
+                for (int64_t i = 0; i < E; i++) y[i * N + r] = o[i];
             }
-            out_project(p, o, N, oy); /* (N, E) */
-            float *y = out + b * E * N;
-            for (int64_t r = 0; r < N; r++)
-                for (int64_t j = 0; j < E; j++) y[j * N + r] = oy[r * E + j];
         }
     }
     h->pos = (h->pos + 1) % N;
     if (h->count < N) h->count++;
-    return h->count >= N;
+    return emit;
 }
 
 /* ---- clip: torch self-attention over the T tokens of (B, E, T) ---- */
