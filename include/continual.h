@@ -110,7 +110,7 @@ CO_API co_status co_model_load_memory_ex(const void *data, size_t size, const co
 
 /* Same, from a memory buffer (the model copies what it keeps; `data` stays the caller's). */
 CO_API co_status co_model_load_memory(const void *data, size_t size, co_model **out);
-CO_API void co_model_free(co_model *model); /* NULL is a no-op */
+CO_API void co_model_free(co_model *model); /* NULL is a no-op; free its streams first */
 
 /* Temporal properties of the whole network (as the reference's properties of the root). */
 typedef struct co_temporal {
@@ -165,6 +165,7 @@ CO_API co_status co_stream_create(const co_model *model, int batch, co_stream **
 /* Same for an explicit frame shape (C, *S), without batch. */
 CO_API co_status co_stream_create_shaped(const co_model *model, int batch, const co_shape *frame_shape,
                                          co_stream **out);
+/* Free every stream of a model before the model (a stream reads the model it was made from). */
 CO_API void co_stream_free(co_stream *stream); /* NULL is a no-op */
 
 CO_API const co_model *co_stream_model(const co_stream *stream);
