@@ -166,7 +166,7 @@ CO_API co_status co_stream_create(const co_model *model, int batch, co_stream **
 CO_API co_status co_stream_create_shaped(const co_model *model, int batch, const co_shape *frame_shape,
                                          co_stream **out);
 /* Free every stream of a model before the model (a stream reads the model it was made from). */
-CO_API void co_stream_free(co_stream *stream); /* NULL is a no-op */
+CO_API void co_stream_free(co_stream *stream); /* NULL is a no-op; before freeing its model */
 
 CO_API const co_model *co_stream_model(const co_stream *stream);
 /* Shapes of one input frame (B, C, *S) and one output frame (B, C', *S'). */
