@@ -121,13 +121,13 @@ static int parse_double(const char *s, double *out)
     return 0;
 }
 
-/* "3,16,16" (brackets, parentheses, spaces and 'x' separators are tolerated) */
+/* "3,16,16" (brackets, parentheses and spaces are tolerated) */
 static int parse_shape(const char *s, co_shape *out)
 {
     out->ndim = 0;
     const char *p = s;
     while (*p) {
-        if (*p == ',' || *p == 'x' || *p == ' ' || *p == '(' || *p == ')' || *p == '[' || *p == ']') {
+        if (*p == ',' || *p == ' ' || *p == '(' || *p == ')' || *p == '[' || *p == ']') {
             p++;
             continue;
         }
