@@ -394,7 +394,7 @@ co_op *co_emit(co_builder *b, const co_op_class *cls, const char *path, int n_in
         m->ops = ops;
         m->cap_ops = cap;
     }
-    char *p = co_strdup(path);
+    char *p = co_strdup(path[0] ? path : "<root>"); /* messages name the module */
     if (!p) {
         co_free(params);
         co_error(CO_ERR_OUT_OF_MEMORY, "out of memory compiling %s", path);

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 
 #define CO_ST_MAX_HEADER 100000000ull
 
@@ -24,10 +25,18 @@ const char *co_dtype_name(co_dtype dt) { return (unsigned)dt < CO_DT_COUNT ? k_d
 
 static void *json_alloc(size_t n) { return co_alloc(n); }
 static void json_free(void *p) { co_free(p); }
-void co_json_use_allocator(void)
+static void install_hooks(void)
 {
     cJSON_Hooks hooks = {json_alloc, json_free};
     cJSON_InitHooks(&hooks);
+}
+
+/* Once per process: the hooks call co_alloc/co_free, which follow co_set_allocator, so they
+ * never need setting again (and concurrent loads do not race on cJSON's globals). */
+void co_json_use_allocator(void)
+{
+    static once_flag once = ONCE_FLAG_INIT;
+    call_once(&once, install_hooks);
 }
 
 static int valid_utf8(const uint8_t *s, size_t n)

@@ -66,6 +66,14 @@ static void conv_taps(const conv_params *p, const co_oprt *rt, int64_t batch, co
                       int64_t chan_stride, float *const *dst, int64_t dst_bstride, int64_t ldc, float *scratch)
 {
     const int64_t cin_g = p->cin / p->groups, cout_g = p->cout / p->groups, So = rt->aux[A_SO];
+    if (So == 1 && chan_stride == 1 && p->groups == 1 && rt->aux[A_DIRECT]) {
+        /* frames are feature vectors (Conv1d steps): one product per tap for the whole batch */
+        for (int64_t j = 0; j < p->kt; j++)
+            if (dst[j])
+                co_gemm_nt(batch, p->cout, p->kcol, src, src_bstride, p->w + j * p->cout * p->kcol, p->kcol, 1.0f, dst[j],
+                           dst_bstride);
+        return;
+    }
     for (int64_t b = 0; b < batch; b++)
         for (int64_t g = 0; g < p->groups; g++) {
             const float *gsrc = src + b * src_bstride + g * cin_g * chan_stride;
