@@ -59,6 +59,48 @@ static void im2col(const conv_params *p, const co_oprt *rt, const float *src, in
     }
 }
 
+/* Depthwise (one input channel per group, one output per group): a direct loop, since a GEMM
+ * per channel of a 1 x k*k matrix costs more in calls than in arithmetic. */
+static void conv_taps_depthwise(const conv_params *p, const co_oprt *rt, int64_t batch, const float *src,
+                                int64_t src_bstride, int64_t chan_stride, float *const *dst, int64_t dst_bstride, int64_t ldc)
+{
+    const int64_t H = rt->aux[A_H], W = rt->aux[A_W], Ho = rt->aux[A_HO], Wo = rt->aux[A_WO];
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t c = 0; c < p->cout; c++) {
+            const float *plane = src + b * src_bstride + c * chan_stride;
+            for (int64_t j = 0; j < p->kt; j++) {
+                if (!dst[j]) continue;
+                float *o = dst[j] + b * dst_bstride + c * ldc;
+                const float *w = p->w + (j * p->cout + c) * p->kcol;
+                for (int64_t kh = 0; kh < p->ks[0]; kh++)
+                    for (int64_t kw = 0; kw < p->ks[1]; kw++) {
+                        const float wv = w[kh * p->ks[1] + kw];
+                        for (int64_t oh = 0; oh < Ho; oh++) {
+                            int64_t ih = oh * p->ss[0] - p->ps[0] + kh * p->ds[0];
+                            if (ih < 0 || ih >= H) {
+                                if (!p->replicate_pad) continue;
+                                ih = ih < 0 ? 0 : H - 1;
+                            }
+                            const float *row = plane + ih * W;
+                            float *orow = o + oh * Wo;
+                            const int64_t off = kw * p->ds[1] - p->ps[1];
+                            /* columns whose input lies inside the row: a plain strided loop */
+                            int64_t lo = off >= 0 ? 0 : (-off + p->ss[1] - 1) / p->ss[1];
+                            int64_t hi = W - 1 - off < 0 ? -1 : (W - 1 - off) / p->ss[1];
+                            if (hi > Wo - 1) hi = Wo - 1;
+                            for (int64_t ow = lo; ow <= hi; ow++) orow[ow] += wv * row[ow * p->ss[1] + off];
+                            if (p->replicate_pad)
+                                for (int64_t ow = 0; ow < Wo; ow++) {
+                                    if (ow >= lo && ow <= hi) continue;
+                                    int64_t iw = ow * p->ss[1] + off;
+                                    orow[ow] += wv * row[iw < 0 ? 0 : W - 1];
+                                }
+                        }
+                    }
+            }
+        }
+}
+
 /* dst[j] (for taps j with dst[j] != NULL) += W_j * frame, for every batch item and group.
  * `src` is batch item 0's frame; items are `src_bstride` apart, channels `chan_stride` apart.
  * dst[j] is batch item 0's output frame; items are `dst_bstride` apart, rows `ldc` apart. */
@@ -66,6 +108,10 @@ static void conv_taps(const conv_params *p, const co_oprt *rt, int64_t batch, co
                       int64_t chan_stride, float *const *dst, int64_t dst_bstride, int64_t ldc, float *scratch)
 {
     const int64_t cin_g = p->cin / p->groups, cout_g = p->cout / p->groups, So = rt->aux[A_SO];
+    if (p->groups == p->cin && p->groups == p->cout && !rt->aux[A_DIRECT]) {
+        conv_taps_depthwise(p, rt, batch, src, src_bstride, chan_stride, dst, dst_bstride, ldc);
+        return;
+    }
     if (So == 1 && chan_stride == 1 && p->groups == 1 && rt->aux[A_DIRECT]) {
         /* frames are feature vectors (Conv1d steps): one product per tap for the whole batch */
         for (int64_t j = 0; j < p->kt; j++)
