@@ -23,6 +23,9 @@ typedef struct co_props {
     int64_t padding;
 } co_props;
 
+/* Receptive field 1, delay 0, stride 1, padding 0: a module that sees one frame at a time. */
+void co_props_frame_local(co_props *p);
+
 /* Builds one node whose input is value `in`; sets *out (output value) and *props. */
 typedef co_status (*co_build_fn)(co_builder *b, const cJSON *node, const char *path, int in, int *out,
                                  co_props *props);

@@ -12,6 +12,14 @@
 #define CO_MAX_DEPTH CO_BUILDER_MAX_DEPTH
 #define CO_MAX_KEYS CO_BUILDER_MAX_KEYS
 
+void co_props_frame_local(co_props *p)
+{
+    p->receptive_field = 1;
+    p->delay = 0;
+    p->stride = 1;
+    p->padding = 0;
+}
+
 /* ---- registry ---- */
 static const struct { const char *type; co_build_fn fn; } k_registry[] = {
     {"Sequential", co_build_sequential},

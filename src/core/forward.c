@@ -92,7 +92,7 @@ co_status co_forward(const co_model *m, const co_shape *in, const float *x, floa
             ins[k] = buf[op->in[k]];
             shapes[k] = p.values[op->in[k]];
         }
-        st = op->cls->clip(op, &p.rt[i], shapes, ins, buf[op->out], scratch);
+        st = co_op_clip(op, &p.rt[i], shapes, ins, buf[op->out], scratch);
     }
     if (!st) memcpy(y, buf[m->out_value], (size_t)n_out * sizeof(float));
 done:

@@ -242,6 +242,14 @@ co_status co_plan_resolve(const co_model *m, const co_tshape *in, co_oprt *rt, c
     return co_ops_resolve(m->ops, m->n_ops, m->out_value, in, rt, values, out);
 }
 
+co_status co_op_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in, float *out,
+                     float *scratch)
+{
+    if (op->cls->clip) return op->cls->clip(op, rt, in_shapes, in, out, scratch);
+    op->cls->step(op, rt, NULL, in, out, scratch);
+    return CO_OK;
+}
+
 void co_ops_release(const co_op *ops, int n_ops, co_oprt *rt)
 {
     for (int i = 0; i < n_ops; i++)

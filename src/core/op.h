@@ -54,7 +54,8 @@ typedef struct co_op_class {
      * `out` is left untouched (the executor relies on a value buffer holding its last output). */
     int (*step)(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out,
                 float *scratch);
-    /* Whole clip (inputs and output shaped as resolved with has_time = 1). */
+    /* Whole clip (inputs and output shaped as resolved with has_time = 1). NULL when `step`,
+     * given the clip's shapes, computes the clip too (frame-local, stateless ops). */
     co_status (*clip)(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes,
                       const float *const *in, float *out, float *scratch);
     void (*destroy)(co_op *op); /* frees op->params (NULL: co_free(op->params)) */
@@ -84,6 +85,9 @@ struct co_op {
  * shape and *out the shape of value `out_value`. On failure releases what it resolved. */
 co_status co_ops_resolve(const co_op *ops, int n_ops, int out_value, const co_tshape *in, co_oprt *rt, co_tshape *values,
                          co_tshape *out);
+/* Runs an op in clip mode (its clip function, or its step over the clip's shapes). */
+co_status co_op_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in, float *out,
+                     float *scratch);
 /* Calls release on every resolved op that has one. */
 void co_ops_release(const co_op *ops, int n_ops, co_oprt *rt);
 

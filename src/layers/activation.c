@@ -32,10 +32,7 @@ static inline float relu6f(float v)
 
 static void set_frame_local(co_props *props)
 {
-    props->receptive_field = 1;
-    props->delay = 0;
-    props->stride = 1;
-    props->padding = 0;
+    co_props_frame_local(props);
 }
 
 /* Maps a torch `dim` (clip layout) to an axis of `s` and fills aux with (outer, D, inner);
@@ -186,20 +183,10 @@ static int elementwise_step(const co_op *op, const co_oprt *rt, void *state, con
     return 1;
 }
 
-static co_status elementwise_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes,
-                                  const float *const *in, float *out, float *scratch)
-{
-    (void)in_shapes;
-    (void)scratch;
-    elementwise_run(op->params, in[0], out, co_tshape_numel(&rt->out));
-    return CO_OK;
-}
-
 static const co_op_class k_elementwise = {
     .name = "elementwise",
     .resolve = elementwise_resolve,
-    .step = elementwise_step,
-    .clip = elementwise_clip};
+    .step = elementwise_step};
 
 /* ================================ PReLU ================================ */
 
@@ -245,17 +232,8 @@ static int prelu_step(const co_op *op, const co_oprt *rt, void *state, const flo
     return 1;
 }
 
-static co_status prelu_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in,
-                            float *out, float *scratch)
-{
-    (void)in_shapes;
-    (void)scratch;
-    prelu_run(op->params, rt, in[0], out);
-    return CO_OK;
-}
-
 static const co_op_class k_prelu = {
-    .name = "prelu", .resolve = prelu_resolve, .step = prelu_step, .clip = prelu_clip};
+    .name = "prelu", .resolve = prelu_resolve, .step = prelu_step};
 
 /* ================================ GLU ================================ */
 
@@ -299,18 +277,8 @@ static int glu_step(const co_op *op, const co_oprt *rt, void *state, const float
     return 1;
 }
 
-static co_status glu_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in,
-                          float *out, float *scratch)
-{
-    (void)op;
-    (void)in_shapes;
-    (void)scratch;
-    glu_run(rt, in[0], out);
-    return CO_OK;
-}
-
 static const co_op_class k_glu = {
-    .name = "glu", .resolve = glu_resolve, .step = glu_step, .clip = glu_clip};
+    .name = "glu", .resolve = glu_resolve, .step = glu_step};
 
 /* ================================ softmax family ================================ */
 
@@ -387,16 +355,8 @@ static int softmax_step(const co_op *op, const co_oprt *rt, void *state, const f
     return 1;
 }
 
-static co_status softmax_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in,
-                              float *out, float *scratch)
-{
-    (void)in_shapes;
-    softmax_run(op->params, rt, in[0], out, scratch);
-    return CO_OK;
-}
-
 static const co_op_class k_softmax = {
-    .name = "softmax", .resolve = softmax_resolve, .step = softmax_step, .clip = softmax_clip};
+    .name = "softmax", .resolve = softmax_resolve, .step = softmax_step};
 
 /* ================================ building ================================ */
 

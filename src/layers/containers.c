@@ -172,14 +172,7 @@ static int reduce_step(const co_op *op, const co_oprt *rt, void *state, const fl
     return 1;
 }
 
-static co_status reduce_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in,
-                             float *out, float *scratch)
-{
-    reduce_run(op, rt, in, out);
-    return CO_OK;
-}
-
-static const co_op_class k_reduce = {"reduce", reduce_resolve, NULL, NULL, reduce_step, reduce_clip, NULL};
+static const co_op_class k_reduce = {"reduce", reduce_resolve, NULL, NULL, reduce_step, NULL, NULL};
 
 co_status co_build_broadcast_reduce(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
@@ -229,14 +222,6 @@ static void join_props(co_props *acc, const co_props *p, int first)
     if (p->padding > acc->padding) acc->padding = p->padding;
 }
 
-static void unit_props(co_props *p)
-{
-    p->receptive_field = 1;
-    p->delay = 0;
-    p->stride = 1;
-    p->padding = 0;
-}
-
 co_status co_build_broadcast(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
     int64_t n;
@@ -246,7 +231,7 @@ co_status co_build_broadcast(co_builder *b, const cJSON *node, const char *path,
     int vals[CO_MAX_LIST];
     for (int i = 0; i < n; i++) vals[i] = in;
     *out = co_list_make(b, path, (int)n, vals);
-    unit_props(props);
+    co_props_frame_local(props);
     return *out ? CO_OK : CO_ERR_UNSUPPORTED;
 }
 
@@ -300,7 +285,7 @@ co_status co_build_parallel_dispatch(co_builder *b, const cJSON *node, const cha
             return co_error(CO_ERR_NETWORK, "%s: mapping refers to stream %lld of %d", path, (long long)idx[i], n_in);
         outs[i] = ins[idx[i]];
     }
-    unit_props(props);
+    co_props_frame_local(props);
     if (n == 1) {
         *out = outs[0];
         return CO_OK;
@@ -323,7 +308,7 @@ co_status co_build_reduce(co_builder *b, const cJSON *node, const char *path, in
     co_op *op = co_emit(b, &k_reduce, path, n, ins, p);
     if (!op) return CO_ERR_OUT_OF_MEMORY;
     *out = op->out;
-    unit_props(props);
+    co_props_frame_local(props);
     return CO_OK;
 }
 

@@ -75,14 +75,7 @@ static int linear_step(const co_op *op, const co_oprt *rt, void *state, const fl
     return 1;
 }
 
-static co_status linear_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in,
-                             float *out, float *scratch)
-{
-    linear_run(op, rt, in[0], out);
-    return CO_OK;
-}
-
-static const co_op_class k_linear = {"linear", linear_resolve, NULL, NULL, linear_step, linear_clip, NULL};
+static const co_op_class k_linear = {"linear", linear_resolve, NULL, NULL, linear_step, NULL, NULL};
 
 co_status co_build_linear(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
@@ -110,9 +103,6 @@ co_status co_build_linear(co_builder *b, const cJSON *node, const char *path, in
     co_op *op = co_emit(b, &k_linear, path, 1, &in, p);
     if (!op) return CO_ERR_OUT_OF_MEMORY;
     *out = op->out;
-    props->receptive_field = 1;
-    props->delay = 0;
-    props->stride = 1;
-    props->padding = 0;
+    co_props_frame_local(props);
     return CO_OK;
 }

@@ -92,20 +92,10 @@ static int channel_affine_step(const co_op *op, const co_oprt *rt, void *state, 
     return 1;
 }
 
-static co_status channel_affine_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes,
-                                     const float *const *in, float *out, float *scratch)
-{
-    (void)in_shapes;
-    (void)scratch;
-    channel_affine_run(op->params, rt, in[0], out);
-    return CO_OK;
-}
-
 static const co_op_class k_channel_affine = {
     .name = "channel_affine",
     .resolve = channel_affine_resolve,
-    .step = channel_affine_step,
-    .clip = channel_affine_clip};
+    .step = channel_affine_step};
 
 /* ================================ GroupNorm ================================ */
 
@@ -161,17 +151,8 @@ static int group_norm_step(const co_op *op, const co_oprt *rt, void *state, cons
     return 1;
 }
 
-static co_status group_norm_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes,
-                                 const float *const *in, float *out, float *scratch)
-{
-    (void)in_shapes;
-    (void)scratch;
-    group_norm_run(op->params, rt, in[0], out);
-    return CO_OK;
-}
-
 static const co_op_class k_group_norm = {
-    .name = "group_norm", .resolve = group_norm_resolve, .step = group_norm_step, .clip = group_norm_clip};
+    .name = "group_norm", .resolve = group_norm_resolve, .step = group_norm_step};
 
 /* ================================ LayerNorm ================================ */
 
@@ -234,17 +215,8 @@ static int layer_norm_step(const co_op *op, const co_oprt *rt, void *state, cons
     return 1;
 }
 
-static co_status layer_norm_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes,
-                                 const float *const *in, float *out, float *scratch)
-{
-    (void)in_shapes;
-    (void)scratch;
-    layer_norm_run(op->params, rt, in[0], out);
-    return CO_OK;
-}
-
 static const co_op_class k_layer_norm = {
-    .name = "layer_norm", .resolve = layer_norm_resolve, .step = layer_norm_step, .clip = layer_norm_clip};
+    .name = "layer_norm", .resolve = layer_norm_resolve, .step = layer_norm_step};
 
 /* ================================ building ================================ */
 
@@ -405,9 +377,6 @@ co_status co_build_norm(co_builder *b, const cJSON *node, const char *path, int 
     co_op *op = co_emit(b, cls, path, 1, &in, params); /* frees params on failure */
     if (!op) return CO_ERR_OUT_OF_MEMORY;
     *out = op->out;
-    props->receptive_field = 1;
-    props->delay = 0;
-    props->stride = 1;
-    props->padding = 0;
+    co_props_frame_local(props);
     return CO_OK;
 }

@@ -192,9 +192,6 @@ co_status co_build_rnn(co_builder *b, const cJSON *node, const char *path, int i
     co_op *op = co_emit(b, &k_rnn, path, 1, &in, p);
     if (!op) return CO_ERR_OUT_OF_MEMORY;
     *out = op->out;
-    props->receptive_field = 1;
-    props->delay = 0;
-    props->stride = 1;
-    props->padding = 0;
+    co_props_frame_local(props);
     return CO_OK;
 }

@@ -14,14 +14,6 @@
 
 #include "core/build.h"
 
-static void unit_props(co_props *p)
-{
-    p->receptive_field = 1;
-    p->delay = 0;
-    p->stride = 1;
-    p->padding = 0;
-}
-
 /* ---- ChannelLayerNorm: LayerNorm(E) applied to each token of (B, E, *) ---- */
 typedef struct cln_params { int64_t E; float eps; const float *w, *b; } cln_params;
 
@@ -67,14 +59,7 @@ static int cln_step(const co_op *op, const co_oprt *rt, void *state, const float
     return 1;
 }
 
-static co_status cln_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in,
-                          float *out, float *scratch)
-{
-    cln_run(op, rt, in[0], out);
-    return CO_OK;
-}
-
-static const co_op_class k_cln = {.name = "channel_layer_norm", .resolve = cln_resolve, .step = cln_step, .clip = cln_clip};
+static const co_op_class k_cln = {.name = "channel_layer_norm", .resolve = cln_resolve, .step = cln_step};
 
 static co_status build_cln(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
@@ -99,7 +84,7 @@ static co_status build_cln(co_builder *b, const cJSON *node, const char *path, i
     co_op *op = co_emit(b, &k_cln, path, 1, &in, p);
     if (!op) return CO_ERR_OUT_OF_MEMORY;
     *out = op->out;
-    unit_props(props);
+    co_props_frame_local(props);
     return CO_OK;
 }
 
@@ -180,7 +165,7 @@ static co_status build_rpe(co_builder *b, const cJSON *node, const char *path, i
     co_op *op = co_emit(b, &k_rpe, path, 1, &in, p);
     if (!op) return CO_ERR_OUT_OF_MEMORY;
     *out = op->out;
-    unit_props(props);
+    co_props_frame_local(props);
     return CO_OK;
 }
 
@@ -312,15 +297,7 @@ static int squeeze_step(const co_op *op, const co_oprt *rt, void *state, const f
     return 1;
 }
 
-static co_status squeeze_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in,
-                              float *out, float *scratch)
-{
-    memcpy(out, in[0], (size_t)co_tshape_numel(&rt->out) * sizeof(float));
-    return CO_OK;
-}
-
-static const co_op_class k_squeeze = {.name = "squeeze_last", .resolve = squeeze_resolve, .step = squeeze_step,
-                                      .clip = squeeze_clip};
+static const co_op_class k_squeeze = {.name = "squeeze_last", .resolve = squeeze_resolve, .step = squeeze_step};
 
 /* ---- RetroactiveLambda: a sub-network run in clip mode on each step's (B, C, N) window ---- */
 typedef struct rlambda_ext {
@@ -406,7 +383,7 @@ static const float *rlambda_run(const co_op *op, const co_oprt *rt, const float 
             ins[k] = so->in[k] == 0 ? x : scratch + e->offset[so->in[k]];
             shapes[k] = e->values[so->in[k]];
         }
-        so->cls->clip(so, &e->rt[i], shapes, ins, scratch + e->offset[so->out], sub_scratch);
+        co_op_clip(so, &e->rt[i], shapes, ins, scratch + e->offset[so->out], sub_scratch);
     }
     return sp->out_value == 0 ? x : scratch + e->offset[sp->out_value];
 }
@@ -417,17 +394,9 @@ static int rlambda_step(const co_op *op, const co_oprt *rt, void *state, const f
     return 1;
 }
 
-static co_status rlambda_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in,
-                              float *out, float *scratch)
-{
-    memcpy(out, rlambda_run(op, rt, in[0], scratch), (size_t)co_tshape_numel(&rt->out) * sizeof(float));
-    return CO_OK;
-}
-
 static void rlambda_destroy(co_op *op) { co_subplan_free(op->params); }
 
-static const co_op_class k_rlambda = {.name = "retroactive_lambda", .resolve = rlambda_resolve, .step = rlambda_step,
-                                      .clip = rlambda_clip, .destroy = rlambda_destroy, .release = rlambda_release};
+static const co_op_class k_rlambda = {.name = "retroactive_lambda", .resolve = rlambda_resolve, .step = rlambda_step, .destroy = rlambda_destroy, .release = rlambda_release};
 
 static co_status build_rlambda(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
@@ -447,7 +416,7 @@ static co_status build_rlambda(co_builder *b, const cJSON *node, const char *pat
         return CO_ERR_OUT_OF_MEMORY;
     }
     *out = op->out;
-    unit_props(props);
+    co_props_frame_local(props);
     return CO_OK;
 }
 
@@ -460,7 +429,7 @@ co_status co_build_transformer_part(co_builder *b, const cJSON *node, const char
         co_op *op = co_emit(b, &k_squeeze, path, 1, &in, NULL);
         if (!op) return CO_ERR_OUT_OF_MEMORY;
         *out = op->out;
-        unit_props(p);
+        co_props_frame_local(p);
         return CO_OK;
     }
     if (strcmp(type, "RetroactiveLambda") == 0) return build_rlambda(b, node, path, in, out, p);

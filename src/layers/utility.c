@@ -191,10 +191,7 @@ co_status co_build_utility(co_builder *b, const cJSON *node, const char *path, i
     if (!p) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     co_status st = CO_OK;
     double v = 0;
-    props->receptive_field = 1;
-    props->delay = 0;
-    props->stride = 1;
-    props->padding = 0;
+    co_props_frame_local(props);
     if (strcmp(type, "Skip") == 0) {
         p->kind = U_SKIP;
         st = co_get_int(b, node, path, "steps", 1, 0, 1, 1 << 30, &p->steps);
