@@ -98,7 +98,8 @@ const co_callback *co_find_callback(const co_builder *b, const char *name);
 
 /* ---- ops and values ---- */
 /* Appends an op of `cls` reading values in[0..n_in), writing a new value (op->out).
- * NULL (with message) when out of memory. `params` becomes the op's (freed on failure too). */
+ * NULL (with message) on failure. `params` becomes the op's (freed on failure too, through
+ * cls->destroy when the class has one). */
 co_op *co_emit(co_builder *b, const co_op_class *cls, const char *path, int n_in, const int *in,
                void *params);
 

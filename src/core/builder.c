@@ -374,17 +374,31 @@ const co_callback *co_find_callback(const co_builder *b, const char *name)
 }
 
 /* ---- ops ---- */
+/* Frees params the way the op would have (on a failed emit). */
+static void drop_params(const co_op_class *cls, void *params)
+{
+    if (cls->destroy) {
+        co_op tmp;
+        memset(&tmp, 0, sizeof tmp);
+        tmp.cls = cls;
+        tmp.params = params;
+        cls->destroy(&tmp);
+    } else {
+        co_free(params);
+    }
+}
+
 co_op *co_emit(co_builder *b, const co_op_class *cls, const char *path, int n_in, const int *in, void *params)
 {
     co_model *m = b->m;
     if (n_in < 1 || n_in > 8) {
-        co_free(params);
+        drop_params(cls, params);
         co_error(CO_ERR_UNSUPPORTED, "%s: an op reads at most 8 inputs", path);
         return NULL;
     }
     for (int i = 0; i < n_in; i++)
         if (in[i] < 0) {
-            co_free(params);
+            drop_params(cls, params);
             co_error(CO_ERR_NETWORK, "%s: this module takes one stream but receives a list of %d (from Broadcast/Parallel)",
                      path, co_list_get(b, in[i], (int[CO_MAX_LIST]){0}));
             return NULL;
@@ -393,7 +407,7 @@ co_op *co_emit(co_builder *b, const co_op_class *cls, const char *path, int n_in
         int cap = m->cap_ops ? 2 * m->cap_ops : 16;
         co_op *ops = co_calloc((size_t)cap, sizeof *ops);
         if (!ops) {
-            co_free(params);
+            drop_params(cls, params);
             co_error(CO_ERR_OUT_OF_MEMORY, "out of memory compiling %s", path);
             return NULL;
         }
@@ -404,7 +418,7 @@ co_op *co_emit(co_builder *b, const co_op_class *cls, const char *path, int n_in
     }
     char *p = co_strdup(path[0] ? path : "<root>"); /* messages name the module */
     if (!p) {
-        co_free(params);
+        drop_params(cls, params);
         co_error(CO_ERR_OUT_OF_MEMORY, "out of memory compiling %s", path);
         return NULL;
     }

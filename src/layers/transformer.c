@@ -410,11 +410,8 @@ static co_status build_rlambda(co_builder *b, const cJSON *node, const char *pat
     co_subplan *sp;
     co_props sub;
     if ((st = co_build_subplan(b, children->child, path, &sp, &sub))) return st;
-    co_op *op = co_emit(b, &k_rlambda, path, 1, &in, sp);
-    if (!op) {
-        co_subplan_free(sp);
-        return CO_ERR_OUT_OF_MEMORY;
-    }
+    co_op *op = co_emit(b, &k_rlambda, path, 1, &in, sp); /* frees sp on failure */
+    if (!op) return CO_ERR_OUT_OF_MEMORY;
     *out = op->out;
     co_props_frame_local(props);
     return CO_OK;
