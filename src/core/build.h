@@ -102,6 +102,8 @@ const co_callback *co_find_callback(const co_builder *b, const char *name);
  * cls->destroy when the class has one). */
 co_op *co_emit(co_builder *b, const co_op_class *cls, const char *path, int n_in, const int *in,
                void *params);
+/* The status of the last failed co_emit (its message is already set). */
+co_status co_emit_failure(const co_builder *b);
 
 /* Module families (one file each in src/layers). */
 co_status co_build_conv(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *p);

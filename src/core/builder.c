@@ -393,13 +393,13 @@ co_op *co_emit(co_builder *b, const co_op_class *cls, const char *path, int n_in
     co_model *m = b->m;
     if (n_in < 1 || n_in > 8) {
         drop_params(cls, params);
-        co_error(CO_ERR_UNSUPPORTED, "%s: an op reads at most 8 inputs", path);
+        b->emit_status = co_error(CO_ERR_UNSUPPORTED, "%s: an op reads at most 8 inputs", path);
         return NULL;
     }
     for (int i = 0; i < n_in; i++)
         if (in[i] < 0) {
             drop_params(cls, params);
-            co_error(CO_ERR_NETWORK, "%s: this module takes one stream but receives a list of %d (from Broadcast/Parallel)",
+            b->emit_status = co_error(CO_ERR_NETWORK, "%s: this module takes one stream but receives a list of %d (from Broadcast/Parallel)",
                      path, co_list_get(b, in[i], (int[CO_MAX_LIST]){0}));
             return NULL;
         }
@@ -408,7 +408,7 @@ co_op *co_emit(co_builder *b, const co_op_class *cls, const char *path, int n_in
         co_op *ops = co_calloc((size_t)cap, sizeof *ops);
         if (!ops) {
             drop_params(cls, params);
-            co_error(CO_ERR_OUT_OF_MEMORY, "out of memory compiling %s", path);
+            b->emit_status = co_error(CO_ERR_OUT_OF_MEMORY, "out of memory compiling %s", path);
             return NULL;
         }
         if (m->ops) memcpy(ops, m->ops, (size_t)m->n_ops * sizeof *ops);
@@ -419,7 +419,7 @@ co_op *co_emit(co_builder *b, const co_op_class *cls, const char *path, int n_in
     char *p = co_strdup(path[0] ? path : "<root>"); /* messages name the module */
     if (!p) {
         drop_params(cls, params);
-        co_error(CO_ERR_OUT_OF_MEMORY, "out of memory compiling %s", path);
+        b->emit_status = co_error(CO_ERR_OUT_OF_MEMORY, "out of memory compiling %s", path);
         return NULL;
     }
     co_op *op = &m->ops[m->n_ops++];
@@ -481,6 +481,8 @@ co_status co_build_subplan(co_builder *b, const cJSON *child, const char *path, 
     *out = sp;
     return CO_OK;
 }
+
+co_status co_emit_failure(const co_builder *b) { return b->emit_status ? b->emit_status : CO_ERR_OUT_OF_MEMORY; }
 
 /* ---- nodes ---- */
 static co_status push_node(co_builder *b, const char *path, const char *type, int parent, int *index)

@@ -13,6 +13,7 @@
 struct co_builder {
     co_model *m;
     const co_load_options *options;
+    co_status emit_status; /* of the last failed co_emit */
     int n_lists;
     int list_len[256];
     int lists[256][8];

@@ -540,7 +540,7 @@ co_status co_build_activation(co_builder *b, const cJSON *node, const char *path
     }
 
     co_op *op = co_emit(b, cls, path, 1, &in, params); /* frees params on failure */
-    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    if (!op) return co_emit_failure(b);
     *out = op->out;
     set_frame_local(props);
     return CO_OK;

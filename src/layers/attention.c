@@ -372,7 +372,7 @@ co_status co_build_attention(co_builder *b, const cJSON *node, const char *path,
         return st;
     }
     co_op *op = co_emit(b, retro ? &k_retroactive : &k_single_output, path, 1, &in, p);
-    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    if (!op) return co_emit_failure(b);
     *out = op->out;
     props->receptive_field = N;
     props->stride = 1;

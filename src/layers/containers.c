@@ -204,7 +204,7 @@ co_status co_build_broadcast_reduce(co_builder *b, const cJSON *node, const char
     if (!p) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     p->kind = kind;
     co_op *op = co_emit(b, &k_reduce, path, count, vals, p);
-    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    if (!op) return co_emit_failure(b);
     *out = op->out;
     *props = acc;
     return CO_OK;
@@ -306,7 +306,7 @@ co_status co_build_reduce(co_builder *b, const cJSON *node, const char *path, in
     if (!p) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     p->kind = kind;
     co_op *op = co_emit(b, &k_reduce, path, n, ins, p);
-    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    if (!op) return co_emit_failure(b);
     *out = op->out;
     co_props_frame_local(props);
     return CO_OK;
@@ -401,7 +401,7 @@ co_status co_build_conditional(co_builder *b, const cJSON *node, const char *pat
         g->user = cb->user;
         g->when = i == 0;
         co_op *op = co_emit(b, &k_gate, path, 1, &in, g);
-        if (!op) return CO_ERR_OUT_OF_MEMORY;
+        if (!op) return co_emit_failure(b);
         gates[i] = op->out;
     }
     int outs[3] = {gates[0], gates[1], in};
@@ -416,7 +416,7 @@ co_status co_build_conditional(co_builder *b, const cJSON *node, const char *pat
     mp->user = cb->user;
     mp->when = 1;
     co_op *op = co_emit(b, &k_merge, path, 3, outs, mp);
-    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    if (!op) return co_emit_failure(b);
     op->any_of = 2;
     *out = op->out;
     *props = bp[0];

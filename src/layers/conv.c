@@ -383,7 +383,7 @@ co_status co_build_conv(co_builder *b, const cJSON *node, const char *path, int 
                        (size_t)ksp * sizeof(float));
     const int stateless = k[0] == 1 && s[0] == 1 && pd[0] == 0;
     co_op *op = co_emit(b, stateless ? &k_conv_stateless : &k_conv, path, 1, &in, p);
-    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    if (!op) return co_emit_failure(b);
     op->end_pad = (int)pd[0];
     op->fill = fill == 1 ? CO_FILL_REPLICATE : CO_FILL_ZEROS;
     *out = op->out;

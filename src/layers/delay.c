@@ -107,7 +107,7 @@ co_status co_build_delay(co_builder *b, const cJSON *node, const char *path, int
     p->d = d;
     p->shrink = shrink;
     co_op *op = co_emit(b, &k_delay, path, 1, &in, p);
-    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    if (!op) return co_emit_failure(b);
     op->end_pad = shrink == SHRINK_NONE ? (int)d : 0;
     op->fill = CO_FILL_ZEROS; /* never reaches an output */
     *out = op->out;

@@ -101,7 +101,7 @@ co_status co_build_linear(co_builder *b, const cJSON *node, const char *path, in
         return st;
     }
     co_op *op = co_emit(b, &k_linear, path, 1, &in, p);
-    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    if (!op) return co_emit_failure(b);
     *out = op->out;
     co_props_frame_local(props);
     return CO_OK;

@@ -375,7 +375,7 @@ co_status co_build_norm(co_builder *b, const cJSON *node, const char *path, int 
     }
     if (st) return st;
     co_op *op = co_emit(b, cls, path, 1, &in, params); /* frees params on failure */
-    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    if (!op) return co_emit_failure(b);
     *out = op->out;
     co_props_frame_local(props);
     return CO_OK;

@@ -353,7 +353,7 @@ co_status co_build_pool(co_builder *b, const cJSON *node, const char *path, int 
     p->count_include_pad = cip;
     p->divisor = divisor;
     co_op *op = co_emit(b, &k_pool, path, 1, &in, p);
-    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    if (!op) return co_emit_failure(b);
     op->end_pad = (int)p->pt;
     op->fill = fill == 1 ? CO_FILL_REPLICATE : (p->is_max || fill == 2) ? CO_FILL_NEG_INF : CO_FILL_ZEROS;
     *out = op->out;

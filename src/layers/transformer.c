@@ -82,7 +82,7 @@ static co_status build_cln(co_builder *b, const cJSON *node, const char *path, i
         return st;
     }
     co_op *op = co_emit(b, &k_cln, path, 1, &in, p);
-    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    if (!op) return co_emit_failure(b);
     *out = op->out;
     co_props_frame_local(props);
     return CO_OK;
@@ -163,7 +163,7 @@ static co_status build_rpe(co_builder *b, const cJSON *node, const char *path, i
         return st;
     }
     co_op *op = co_emit(b, &k_rpe, path, 1, &in, p);
-    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    if (!op) return co_emit_failure(b);
     *out = op->out;
     co_props_frame_local(props);
     return CO_OK;
@@ -270,7 +270,7 @@ static co_status build_window(co_builder *b, const cJSON *node, const char *path
     p->d = d;
     p->unity = unity;
     co_op *op = co_emit(b, &k_window, path, 1, &in, p);
-    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    if (!op) return co_emit_failure(b);
     *out = op->out;
     props->receptive_field = d + 1;
     props->delay = d;
@@ -411,7 +411,7 @@ static co_status build_rlambda(co_builder *b, const cJSON *node, const char *pat
     co_props sub;
     if ((st = co_build_subplan(b, children->child, path, &sp, &sub))) return st;
     co_op *op = co_emit(b, &k_rlambda, path, 1, &in, sp); /* frees sp on failure */
-    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    if (!op) return co_emit_failure(b);
     *out = op->out;
     co_props_frame_local(props);
     return CO_OK;
@@ -424,7 +424,7 @@ co_status co_build_transformer_part(co_builder *b, const cJSON *node, const char
     if (strcmp(type, "RecyclingPositionalEncoding") == 0) return build_rpe(b, node, path, in, out, p);
     if (strcmp(type, "SqueezeLast") == 0) {
         co_op *op = co_emit(b, &k_squeeze, path, 1, &in, NULL);
-        if (!op) return CO_ERR_OUT_OF_MEMORY;
+        if (!op) return co_emit_failure(b);
         *out = op->out;
         co_props_frame_local(p);
         return CO_OK;

@@ -244,7 +244,7 @@ co_status co_build_utility(co_builder *b, const cJSON *node, const char *path, i
         return st;
     }
     co_op *op = co_emit(b, p->kind == U_SKIP ? &k_util : &k_util_stateless, path, 1, &in, p);
-    if (!op) return CO_ERR_OUT_OF_MEMORY;
+    if (!op) return co_emit_failure(b);
     *out = op->out;
     return CO_OK;
 }
