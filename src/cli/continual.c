@@ -455,12 +455,13 @@ static int run_stdin(const options *o, run_ctx *c, int64_t in_n, int64_t rows_ou
     int have_prev = 0;
     co_status st;
     for (;;) {
-        size_t got = fread(c->x, sizeof(float), (size_t)in_n, stdin);
+        const size_t want = (size_t)in_n * sizeof(float);
+        size_t got = fread(c->x, 1, want, stdin);
         if (got == 0 && feof(stdin)) break;
-        if (got != (size_t)in_n) {
+        if (got != want) {
             if (ferror(stdin)) return fail("error reading stdin: %s", strerror(errno));
-            return fail("stdin ended inside frame %lld: got %zu of %lld floats (frame shape and --batch must match the data)",
-                        (long long)t_in, got, (long long)in_n);
+            return fail("stdin ended inside frame %lld: got %zu of %zu bytes (frame shape and --batch must match the data)",
+                        (long long)t_in, got, want);
         }
         t_in++;
         const float *step_in = c->x;

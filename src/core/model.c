@@ -39,9 +39,9 @@ void co_model_free(co_model *m)
 
 static co_status parse_frame_shape(const char *text, co_model *m)
 {
-    co_json_use_allocator();
-    cJSON *j = cJSON_ParseWithLength(text, strlen(text));
-    co_status st = CO_OK;
+    co_status st;
+    cJSON *j = co_json_parse(text, strlen(text), NULL, &st);
+    if (st) return co_error(st, "out of memory parsing frame_shape");
     int n = j && cJSON_IsArray(j) ? cJSON_GetArraySize(j) : -1;
     if (n < 1 || n > CO_MAX_DIMS - 2) {
         st = co_error(CO_ERR_FORMAT, "metadata frame_shape must be a JSON list of 1 to %d sizes [C, *S]", CO_MAX_DIMS - 2);
@@ -88,8 +88,9 @@ static co_status compile(co_model *m, co_st_file *file, const co_load_options *o
     m->fingerprint = 1469598103934665603ull;
     for (size_t i = 0; i < nlen; i++) m->fingerprint = (m->fingerprint ^ (uint8_t)network[i]) * 1099511628211ull;
 
-    co_json_use_allocator();
-    cJSON *root = cJSON_ParseWithLength(network, nlen);
+    co_status oom;
+    cJSON *root = co_json_parse(network, nlen, NULL, &oom);
+    if (!root && oom) return co_error(oom, "out of memory parsing the network JSON");
     if (!root)
         return co_error(CO_ERR_NETWORK, "network is not valid JSON (or nests deeper than %d levels)", CJSON_NESTING_LIMIT);
     co_builder *b = co_calloc(1, sizeof *b);

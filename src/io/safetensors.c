@@ -23,7 +23,27 @@ static const struct { const char *name; int bits; } k_dtypes[CO_DT_COUNT] = {
 
 const char *co_dtype_name(co_dtype dt) { return (unsigned)dt < CO_DT_COUNT ? k_dtypes[dt].name : "?"; }
 
-static void *json_alloc(size_t n) { return co_alloc(n); }
+/* cJSON reports a failed allocation as a parse error: remember it, per thread. */
+static _Thread_local int t_json_oom;
+static void *json_alloc(size_t n)
+{
+    void *p = co_alloc(n);
+    if (!p) t_json_oom = 1;
+    return p;
+}
+
+cJSON *co_json_parse(const char *text, size_t len, const char **end, co_status *oom)
+{
+    co_json_use_allocator();
+    t_json_oom = 0;
+    cJSON *j = end ? cJSON_ParseWithLengthOpts(text, len, end, 0) : cJSON_ParseWithLength(text, len);
+    *oom = t_json_oom ? CO_ERR_OUT_OF_MEMORY : CO_OK;
+    if (j && t_json_oom) { /* cannot happen with cJSON's parser, but never trust half a tree */
+        cJSON_Delete(j);
+        j = NULL;
+    }
+    return j;
+}
 static void json_free(void *p) { co_free(p); }
 static void install_hooks(void)
 {
@@ -148,9 +168,10 @@ co_status co_st_parse(const uint8_t *bytes, size_t size, co_st_file *out)
     if (!valid_utf8(hdr, (size_t)n)) return co_error(CO_ERR_FORMAT, "safetensors: header is not valid UTF-8");
     if (memchr(hdr, 0, (size_t)n)) return co_error(CO_ERR_FORMAT, "safetensors: header contains a NUL byte");
 
-    co_json_use_allocator();
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts((const char *)hdr, (size_t)n, &end, 0);
+    co_status oom;
+    cJSON *root = co_json_parse((const char *)hdr, (size_t)n, &end, &oom);
+    if (!root && oom) return co_error(CO_ERR_OUT_OF_MEMORY, "safetensors: out of memory parsing the header");
     if (!root) {
         /* cJSON fails on allocation too; tell the two apart only coarsely. */
         return co_error(CO_ERR_FORMAT, "safetensors: header is not valid JSON (or nests deeper than %d) near byte %lld",

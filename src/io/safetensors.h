@@ -44,6 +44,9 @@ const char *co_dtype_name(co_dtype dt);
 co_status co_st_to_f32(const co_st_file *f, const co_st_tensor *t, float *dst);
 int64_t co_st_numel(const co_st_tensor *t);
 
+/* Parses JSON text through the allocator hook; *oom = CO_ERR_OUT_OF_MEMORY when the parse
+ * failed for lack of memory (then NULL is returned). `end` may be NULL (whole text). */
+cJSON *co_json_parse(const char *text, size_t len, const char **end, co_status *oom);
 /* Routes cJSON's allocations through the library's allocator hook. */
 void co_json_use_allocator(void);
 
