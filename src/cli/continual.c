@@ -344,7 +344,10 @@ static int cmd_info(int argc, char **argv)
     printf("\nplan          batch %d\n", o.batch);
     printf("  input frame   %s\n", fmt_shape(&in, buf, sizeof buf));
     printf("  output frame  %s\n", fmt_shape(&pi.output_frame, buf, sizeof buf));
-    printf("  MACs/step     %lld\n", (long long)pi.macs_per_step);
+    printf("  MACs/step     %lld (%.2f M)\n", (long long)pi.macs_per_step, (double)pi.macs_per_step / 1e6);
+    printf("                multiply-accumulates of one step once every op runs (steady state, after\n"
+           "                the first output), as continual-c computes it: weight products, attention\n"
+           "                updates and reductions; element-wise work counts one per element\n");
     printf("  state bytes   %s\n", fmt_bytes(pi.state_bytes, buf2, sizeof buf2));
     printf("  arena bytes   %s\n", fmt_bytes(pi.arena_bytes, buf2, sizeof buf2));
     printf("  ops           %d\n", pi.num_ops);
