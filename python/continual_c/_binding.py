@@ -48,6 +48,18 @@ class _PlanInfo(C.Structure):
                 ("arena_bytes", C.c_size_t), ("num_ops", C.c_int)]
 
 
+_PREDICATE_FN = C.CFUNCTYPE(C.c_int, C.POINTER(C.c_float), C.POINTER(_Shape), C.c_void_p)
+_LAMBDA_FN = C.CFUNCTYPE(None, C.POINTER(C.c_float), C.POINTER(_Shape), C.POINTER(C.c_float), C.c_void_p)
+
+
+class _Callback(C.Structure):
+    _fields_ = [("name", C.c_char_p), ("predicate", _PREDICATE_FN), ("lambda_", _LAMBDA_FN), ("user", C.c_void_p)]
+
+
+class _LoadOptions(C.Structure):
+    _fields_ = [("callbacks", C.POINTER(_Callback)), ("n_callbacks", C.c_int)]
+
+
 _lib = None
 _lib_lock = threading.Lock()
 
@@ -68,6 +80,8 @@ def _declare(lib):
         "co_last_error": (C.c_char_p, []),
         "co_model_load": (I, [C.c_char_p, C.POINTER(P)]),
         "co_model_load_memory": (I, [P, SZ, C.POINTER(P)]),
+        "co_model_load_ex": (I, [C.c_char_p, C.POINTER(_LoadOptions), C.POINTER(P)]),
+        "co_model_load_memory_ex": (I, [P, SZ, C.POINTER(_LoadOptions), C.POINTER(P)]),
         "co_model_free": (None, [P]),
         "co_model_temporal": (I, [P, C.POINTER(_Temporal)]),
         "co_model_frame_shape": (I, [P, C.POINTER(_Shape)]),
@@ -166,11 +180,12 @@ class _Owner:
     (or collected) and every Stream on it has freed its co_stream*: finalizers of objects in one garbage
     cycle run in any order, so a Stream's reference to its Model alone does not guarantee that."""
 
-    __slots__ = ("h", "lib", "streams", "closed", "lock")
+    __slots__ = ("h", "lib", "streams", "closed", "lock", "callbacks")
 
-    def __init__(self, h, lib):
+    def __init__(self, h, lib, callbacks=None):
         self.h, self.lib, self.streams, self.closed = h, lib, 0, False
         self.lock = threading.Lock()
+        self.callbacks = callbacks  # _Callbacks: the C model calls into them until it is freed
 
     def add_stream(self):
         with self.lock:
@@ -187,14 +202,15 @@ class _Owner:
                 self.h = None
         if h:
             self.lib.co_model_free(h)
+            self.callbacks = None
 
 
 class Model:
     """A loaded, compiled model (read-only; may be shared by any number of streams)."""
 
-    def __init__(self, handle, path=None):
+    def __init__(self, handle, path=None, callbacks=None):
         self._lib = library()
-        self._owner = _Owner(handle, self._lib)
+        self._owner = _Owner(handle, self._lib, callbacks)
         self.path = path
 
     @property
@@ -296,7 +312,9 @@ class Model:
         outs = _Shape()
         _check(self._lib.co_forward_shape(self._handle, C.byref(ins), C.byref(outs)))
         y = np.empty(_tuple(outs), dtype=np.float32)
-        _check(self._lib.co_forward(self._handle, C.byref(ins), _ptr(x), _ptr(y), y.size))
+        st = self._lib.co_forward(self._handle, C.byref(ins), _ptr(x), _ptr(y), y.size)
+        _raise_callback_error(self._owner)
+        _check(st)
         return y
 
     __call__ = forward
@@ -363,7 +381,9 @@ class Stream:
                         % (tuple(x.shape), self.input_shape))
         y = np.empty(self.output_shape, dtype=np.float32)
         has = C.c_int(0)
-        _check(self._lib.co_forward_step(self._handle, _ptr(x), _ptr(y), C.byref(has), 1 if update_state else 0))
+        st = self._lib.co_forward_step(self._handle, _ptr(x), _ptr(y), C.byref(has), 1 if update_state else 0)
+        _raise_callback_error(self._owner)
+        _check(st)
         return y if has.value else None
 
     def forward_steps(self, x, pad_end=False, update_state=True):
@@ -380,8 +400,10 @@ class Stream:
         o = self.output_shape
         y = np.empty(o[:2] + (max(cap, 1),) + o[2:], dtype=np.float32)
         t_out = C.c_int64(0)
-        _check(self._lib.co_forward_steps(self._handle, _ptr(x), t, _ptr(y), cap, C.byref(t_out),
-                                          1 if pad_end else 0, 1 if update_state else 0))
+        st = self._lib.co_forward_steps(self._handle, _ptr(x), t, _ptr(y), cap, C.byref(t_out),
+                                        1 if pad_end else 0, 1 if update_state else 0)
+        _raise_callback_error(self._owner)
+        _check(st)
         n = int(t_out.value)
         if n == 0:
             return None
@@ -407,18 +429,155 @@ class Stream:
         _check(self._lib.co_stream_restore(self._handle, buf, len(data)))
 
 
-def load(path):
-    """Load and compile a model file."""
+class _Callbacks:
+    """ctypes trampolines for the Python callbacks a model file names (Conditional predicates, Lambda
+    functions). Held by the model's owner for as long as the C model lives. An exception raised by a
+    callback is kept and re-raised by the Model/Stream call that ran it (the C call itself goes on: a
+    failed predicate counts as false, a failed lambda writes NaN)."""
+
+    def __init__(self, callbacks, roles):
+        self.error = None
+        self._keep = []
+        entries = []
+        for name, fn in callbacks.items():
+            if not isinstance(name, str) or not name:
+                raise TypeError("callback names must be non-empty strings, got %r" % (name,))
+            if not callable(fn):
+                raise TypeError("callback %r is not callable" % name)
+            role = roles.get(name) if roles is not None else {"predicate", "lambda"}
+            if not role:
+                continue  # the file does not name it
+            pred = _PREDICATE_FN(self._predicate(name, fn)) if "predicate" in role else _PREDICATE_FN()
+            lam = _LAMBDA_FN(self._lambda(name, fn)) if "lambda" in role else _LAMBDA_FN()
+            bname = name.encode("utf-8")
+            self._keep += [pred, lam, bname]
+            entries.append((bname, pred, lam))
+        self.array = (_Callback * max(1, len(entries)))()
+        for i, (bname, pred, lam) in enumerate(entries):
+            self.array[i].name = bname
+            self.array[i].predicate = pred
+            self.array[i].lambda_ = lam
+            self.array[i].user = None
+        self.options = _LoadOptions(C.cast(self.array, C.POINTER(_Callback)), len(entries))
+
+    def _fail(self, name, e):
+        if self.error is None:
+            self.error = (name, e)
+
+    def _predicate(self, name, fn):
+        def call(x, shape, user):
+            try:
+                dims = tuple(int(shape[0].dims[i]) for i in range(shape[0].ndim))
+                arr = np.ctypeslib.as_array(x, shape=dims).copy() if dims else np.zeros((), np.float32)
+                return 1 if fn(arr) else 0
+            except BaseException as e:  # noqa: B036 -- nothing may unwind through C
+                self._fail(name, e)
+                return 0
+        return call
+
+    def _lambda(self, name, fn):
+        def call(x, shape, y, user):
+            dims = ()
+            try:
+                dims = tuple(int(shape[0].dims[i]) for i in range(shape[0].ndim))
+                arr = np.ctypeslib.as_array(x, shape=dims).copy()
+                out = _as_f32(fn(arr))
+                if tuple(out.shape) != dims:
+                    raise ValueError("callback %r returned shape %r for an input of shape %r (a Lambda keeps the "
+                                     "shape)" % (name, tuple(out.shape), dims))
+                np.ctypeslib.as_array(y, shape=dims)[...] = out
+            except BaseException as e:  # noqa: B036
+                self._fail(name, e)
+                try:
+                    if dims:
+                        np.ctypeslib.as_array(y, shape=dims)[...] = np.nan
+                except Exception:
+                    pass
+        return call
+
+
+def _raise_callback_error(owner):
+    cbs = owner.callbacks if owner is not None else None
+    if cbs is not None and cbs.error is not None:
+        name, e = cbs.error
+        cbs.error = None
+        raise Error(1, "CO_ERR_CALLBACK", "callback %r raised %s: %s" % (name, type(e).__name__, e)) from e
+
+
+def _callback_roles(header_bytes):
+    """{name: {"predicate", "lambda"}} for the callbacks the network JSON names, or None if unreadable."""
+    import json
+    try:
+        import struct
+        (n,) = struct.unpack("<Q", header_bytes[:8])
+        header = json.loads(header_bytes[8:8 + n].decode("utf-8"))
+        net = json.loads(header["__metadata__"]["network"])
+    except Exception:
+        return None
+    roles = {}
+    stack = [net]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        t = node.get("type")
+        if t == "Conditional" and isinstance(node.get("predicate"), str):
+            roles.setdefault(node["predicate"], set()).add("predicate")
+        if t == "Lambda" and isinstance(node.get("function"), str):
+            roles.setdefault(node["function"], set()).add("lambda")
+        kids = node.get("children")
+        if isinstance(kids, list):
+            stack.extend(kids)
+    return roles
+
+
+def _file_header(path):
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return head
+        import struct
+        (n,) = struct.unpack("<Q", head)
+        if n > 100000000:
+            return head
+        return head + f.read(n)
+
+
+def load(path, callbacks=None):
+    """Load and compile a model file.
+
+    callbacks: {name: python function} for the functions the file names (the exporter records a
+    function's __name__): a Conditional's predicate is called as fn(x) -> truthy (the reference's
+    predicate takes (module, x): pass e.g. `lambda x: pred(None, torch.from_numpy(x))`), a Lambda's
+    function as fn(x) -> array (numpy or torch) of x's shape. x is a float32 numpy array (a copy):
+    one frame (B, C, *S) in step mode (no time dim, even for takes_time=True), the clip
+    (B, C, T, *S) in forward (a Lambda without takes_time gets each frame instead). Callbacks must be
+    pure: they may be called again for update_state=False peeks and for end padding. An exception in
+    a callback is re-raised (as Error "CO_ERR_CALLBACK") by the forward/step call that ran it."""
     lib = library()
     h = C.c_void_p()
-    _check(lib.co_model_load(os.fsencode(os.fspath(path)), C.byref(h)))
-    return Model(h.value, os.fspath(path))
+    p = os.fspath(path)
+    if callbacks:
+        try:
+            roles = _callback_roles(_file_header(p))
+        except OSError:
+            roles = None
+        cbs = _Callbacks(dict(callbacks), roles)
+        _check(lib.co_model_load_ex(os.fsencode(p), C.byref(cbs.options), C.byref(h)))
+        return Model(h.value, p, cbs)
+    _check(lib.co_model_load(os.fsencode(p), C.byref(h)))
+    return Model(h.value, p)
 
 
-def load_memory(data):
+def load_memory(data, callbacks=None):
+    """Load and compile a model file held in memory (bytes); callbacks as for load()."""
     lib = library()
     data = bytes(data)
     buf = C.create_string_buffer(data, max(len(data), 1))
     h = C.c_void_p()
+    if callbacks:
+        cbs = _Callbacks(dict(callbacks), _callback_roles(data))
+        _check(lib.co_model_load_memory_ex(buf, len(data), C.byref(cbs.options), C.byref(h)))
+        return Model(h.value, None, cbs)
     _check(lib.co_model_load_memory(buf, len(data), C.byref(h)))
     return Model(h.value)

@@ -6,6 +6,7 @@ The file is a safetensors file written here directly (no `safetensors` package):
 The `continual` package (continual-inference) is optional: it is imported lazily, and plain
 torch.nn networks export without it.
 """
+import functools
 import json
 import math
 import struct
@@ -175,12 +176,196 @@ def _conv_node(m, name, path, nd, temporal_fill):
     }, ["weight"] + (["bias"] if m.bias is not None else [])
 
 
+# ---- pooling -----------------------------------------------------------------------------------
+def _ntuple_int(v, nd, m, path, what):
+    if isinstance(v, (list, tuple)):
+        if len(v) == 1 and nd > 1:
+            v = list(v) * nd
+        if len(v) != nd:
+            _fail(m, path, "%s %r does not have %d entries" % (what, tuple(v), nd))
+        out = []
+        for i in v:
+            if i is None:
+                _fail(m, path, "%s %r holds None" % (what, tuple(v)))
+            out.append(int(i))
+        return out
+    if v is None:
+        _fail(m, path, "%s is None" % what)
+    return [int(v)] * nd
+
+
+def _fill_name(m, path, default="zeros"):
+    """The temporal fill of a continual module: its `_make_padding` function (pools, Delay), or a
+    `t_padding_mode`/`temporal_fill` attribute; `default` when it has none (plain torch modules)."""
+    mk = getattr(m, "_make_padding", None)
+    if mk is None:
+        fill = getattr(m, "t_padding_mode", None)
+        if fill is None:
+            fill = getattr(m, "temporal_fill", None)
+        if fill is None:
+            return default
+        fill = getattr(fill, "value", fill)
+        if fill not in ("zeros", "replicate", "neg_inf"):
+            _fail(m, path, "unknown temporal fill %r" % (fill,))
+        return fill
+    if mk is torch.zeros_like:
+        return "zeros"
+    if mk is torch.clone:
+        return "replicate"
+    if getattr(mk, "__name__", "") == "neginf_like" and (getattr(mk, "__module__", "") or "").startswith("continual"):
+        return "neg_inf"
+    _fail(m, path, "unknown temporal fill function %r" % (mk,))
+
+
+def _pool_node(m, name, path, kind, nd, fill):
+    """AvgPoolNd / MaxPoolNd (torch or continual) -> node. kind: "Avg" or "Max"."""
+    ks = _ntuple_int(m.kernel_size, nd, m, path, "kernel_size")
+    stride = m.stride
+    if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
+        stride = ks
+    stride = _ntuple_int(stride, nd, m, path, "stride")
+    padding = _ntuple_int(m.padding, nd, m, path, "padding")
+    for k, p in zip(ks, padding):
+        if 2 * p > k:
+            _fail(m, path, "padding %s must be at most half the kernel %s" % (tuple(padding), tuple(ks)))
+    node = {"type": "%sPool%dd" % (kind, nd), "name": name, "kernel_size": ks, "stride": stride, "padding": padding,
+            "ceil_mode": bool(getattr(m, "ceil_mode", False))}
+    if kind == "Avg":
+        dil = getattr(m, "dilation", None)  # continual avg pools take a temporal dilation torch's forward ignores
+        if dil is not None and any(d != 1 for d in _ntuple_int(dil, nd, m, path, "dilation")):
+            _fail(m, path, "average pooling with dilation %r is not supported (torch's AvgPool has no dilation: "
+                  "forward ignores it while the reference's steps use it)" % (dil,))
+        node["count_include_pad"] = bool(getattr(m, "count_include_pad", True))
+        div = getattr(m, "divisor_override", None)
+        if div is not None and int(div) <= 0:
+            _fail(m, path, "divisor_override=%r must be positive" % (div,))
+        node["divisor_override"] = None if div is None else int(div)
+    else:
+        node["dilation"] = _ntuple_int(getattr(m, "dilation", 1), nd, m, path, "dilation")
+        if getattr(m, "return_indices", False):
+            _fail(m, path, "return_indices=True is not supported")
+        node["return_indices"] = False
+    node["temporal_fill"] = fill
+    return node
+
+
+def _adaptive_pool_node(m, name, path, kind, nd, fill):
+    out = m.output_size
+    out = list(out) if isinstance(out, (list, tuple)) else [out] * nd
+    if len(out) != nd or any(o is None for o in out):
+        _fail(m, path, "output_size %r must give every dim explicitly (None is not supported)" % (m.output_size,))
+    out = [int(o) for o in out]
+    if out[0] != 1:
+        _fail(m, path, "output_size[0] (time) must be 1, got %d" % out[0])
+    if getattr(m, "return_indices", False):
+        _fail(m, path, "return_indices=True is not supported")
+
+    def first(attr, default):
+        v = getattr(m, attr, default)
+        if isinstance(v, (list, tuple)):
+            v = v[0]
+        if v is None:
+            _fail(m, path, "temporal %s is None" % attr)
+        return int(v)
+
+    return {"type": "Adaptive%sPool%dd" % (kind, nd), "name": name, "output_size": out,
+            "kernel_size": first("kernel_size", None), "stride": first("stride", 1), "padding": first("padding", 0),
+            "dilation": first("dilation", 1), "temporal_fill": fill}
+
+
+# ---- recurrent -----------------------------------------------------------------------------------
+_RNN_MODES = {"RNN_TANH": ("RNN", "tanh"), "RNN_RELU": ("RNN", "relu"), "GRU": ("GRU", None), "LSTM": ("LSTM", None)}
+
+
+def _rnn_node(m, name, path):
+    mode = getattr(m, "mode", None)
+    if mode not in _RNN_MODES:
+        _fail(m, path, "unknown recurrent mode %r" % (mode,))
+    t, nonlin = _RNN_MODES[mode]
+    if m.bidirectional:
+        _fail(m, path, "bidirectional=True is not supported (the backward direction needs the future)")
+    proj = int(getattr(m, "proj_size", 0) or 0)
+    if proj and t != "LSTM":
+        _fail(m, path, "proj_size is an LSTM option")
+    node = {"type": t, "name": name, "input_size": int(m.input_size), "hidden_size": int(m.hidden_size),
+            "num_layers": int(m.num_layers), "bias": bool(m.bias), "batch_first": bool(m.batch_first),
+            "bidirectional": False, "dropout": float(m.dropout)}
+    if t == "RNN":
+        node["nonlinearity"] = nonlin
+    if t == "LSTM":
+        node["proj_size"] = proj
+    names = []
+    for k in range(int(m.num_layers)):
+        names += ["weight_ih_l%d" % k, "weight_hh_l%d" % k]
+        if m.bias:
+            names += ["bias_ih_l%d" % k, "bias_hh_l%d" % k]
+        if proj:
+            names.append("weight_hr_l%d" % k)
+    return node, names
+
+
+# ---- closures and functions ------------------------------------------------------------------------
+def _builtin_functions():
+    """Python/torch function object -> built-in Lambda function name of docs/format.md."""
+    import torch.nn.functional as F
+
+    table = {}
+    cands = {
+        "relu": [torch.relu, F.relu, getattr(torch.Tensor, "relu", None)],
+        "sigmoid": [torch.sigmoid, getattr(F, "sigmoid", None), getattr(torch.Tensor, "sigmoid", None)],
+        "tanh": [torch.tanh, getattr(F, "tanh", None), getattr(torch.Tensor, "tanh", None)],
+        "exp": [torch.exp, getattr(torch.Tensor, "exp", None)],
+        "log": [torch.log, getattr(torch.Tensor, "log", None)],
+        "abs": [torch.abs, getattr(torch, "absolute", None), getattr(torch.Tensor, "abs", None)],
+        "neg": [torch.neg, getattr(torch, "negative", None), getattr(torch.Tensor, "neg", None)],
+        "square": [torch.square, getattr(torch.Tensor, "square", None)],
+        "sqrt": [torch.sqrt, getattr(torch.Tensor, "sqrt", None)],
+        "sin": [torch.sin, getattr(torch.Tensor, "sin", None)],
+        "cos": [torch.cos, getattr(torch.Tensor, "cos", None)],
+        "identity": [],
+    }
+    for key, fns in cands.items():
+        for f in fns:
+            if f is not None:
+                table[id(f)] = (f, key)
+    return table
+
+
+_ELEMENTWISE_FUNCTORS = [k for k, keys in _ACT.items() if not any(key == "dim" for key, _, _ in keys)
+                         and k != "Softmax2d"]
+
+
+def _scalar(m, path, v, what):
+    if isinstance(v, torch.Tensor):
+        if v.numel() != 1:
+            _fail(m, path, "%s is a tensor of shape %s; only scalars are supported" % (what, tuple(v.shape)))
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            _fail(m, path, "%s %r is not a number" % (what, v))
+    v = float(v)
+    if not math.isfinite(v) or abs(v) > 3.4e38:
+        _fail(m, path, "%s %r is not a finite float32" % (what, v))
+    return v
+
+
+def _callback_name(m, path, fn, what):
+    nm = getattr(fn, "__name__", None)
+    if not isinstance(nm, str) or not nm or nm == "<lambda>" or len(nm) > 256:
+        _fail(m, path, "%s %r has no usable __name__ (use a named def; the C side looks the function up by "
+              "that name among the callbacks given at load)" % (what, fn))
+    return nm
+
+
 # ---- the walk --------------------------------------------------------------------------------
 class _Walker:
     def __init__(self):
         self.co = _co()
         self.leaf = _torch_leaf_classes()
         self.torch_conv = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
+        self.builtins = _builtin_functions()
         self.expected = []  # state_dict names the network needs (params and buffers)
 
     def _co_reduce_name(self, m, path):
@@ -213,6 +398,27 @@ class _Walker:
             kids.append(self.node(child, cname, _join(path, cname)))
         return kids
 
+    def _branches(self, m, path):
+        """Children of a BroadcastReduce / Parallel. The reference's auto-delay appends
+        Delay(D - delay) after a branch; its delays count input steps, but a Delay after a branch
+        of temporal stride s counts the branch's output steps (semantics.md Q12). For strided
+        branches continual-c puts that Delay before the branch, where it counts input steps and
+        aligns the branches as intended (decisions.md Q12). Tensor names do not change."""
+        kids = self._children(m, path)
+        co = self.co
+        mods = [c for c in m._modules.values() if c is not None]
+        delays = [int(getattr(c, "delay", 0)) for c in mods]
+        for i, c in enumerate(mods):
+            if not (co is not None and type(c) is co.Sequential and len(c) == 2 and isinstance(c[1], co.Delay)):
+                continue
+            inner, dl = c[0], c[1]
+            stride = getattr(inner, "stride", (1,))
+            stride = int(stride[0] if isinstance(stride, (tuple, list)) else stride)
+            others = [delays[j] for j in range(len(mods)) if j != i]
+            if stride > 1 and dl.auto_shrink is False and others and int(dl.delay) == max(others) - int(inner.delay):
+                kids[i]["children"] = kids[i]["children"][::-1]
+        return kids
+
     def _leaf_tensors(self, path, names):
         for n in names:
             self.expected.append(_join(path, n))
@@ -238,6 +444,28 @@ class _Walker:
                 return node
         if isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward:
             return self._linear(m, name, path, -1)
+        # pooling, as co.continual() converts it (temporal fill "zeros"; max pooling pads with -inf anyway)
+        for kind in ("Avg", "Max"):
+            for nd in (1, 2, 3):
+                cls = getattr(nn, "%sPool%dd" % (kind, nd))
+                if isinstance(m, cls):
+                    if type(m).forward is not cls.forward:
+                        _fail(m, path, "subclass of %s with its own forward() is not supported" % cls.__name__)
+                    return _pool_node(m, name, path, kind, nd, "zeros")
+        for kind in ("Avg", "Max"):
+            for nd in (1, 2, 3):
+                cls = getattr(nn, "Adaptive%sPool%dd" % (kind, nd), None)
+                if cls is not None and isinstance(m, cls):
+                    _fail(m, path, "a torch adaptive pool has no temporal window for step mode; use "
+                          "co.Adaptive%sPool%dd(output_size, kernel_size=...) (1d adaptive pools are not "
+                          "supported)" % (kind, nd))
+        for cls in (nn.RNN, nn.GRU, nn.LSTM):
+            if isinstance(m, cls):
+                if type(m).forward is not cls.forward:
+                    _fail(m, path, "subclass of %s with its own forward() is not supported" % cls.__name__)
+                node, tens = _rnn_node(m, name, path)
+                self._leaf_tensors(path, tens)
+                return node
         t = _find_torch_type(m, self.leaf)
         if t is None:
             _fail(m, path, "module type not supported by continual-c (see docs/format.md for the supported list)")
@@ -278,7 +506,7 @@ class _Walker:
     def _co_node(self, m, name, path):
         co = self.co
         if isinstance(m, co.BroadcastReduce):
-            return {"type": "BroadcastReduce", "name": name, "children": self._children(m, path),
+            return {"type": "BroadcastReduce", "name": name, "children": self._branches(m, path),
                     "reduce": self._co_reduce_name(m, path)}
         if type(m) is co.Sequential:
             return {"type": "Sequential", "name": name, "children": self._children(m, path)}
@@ -305,14 +533,102 @@ class _Walker:
                 _fail(m, path, "unknown auto_shrink %r" % (shrink,))
             return {"type": "Delay", "name": name, "delay": int(m.delay), "temporal_fill": fill,
                     "auto_shrink": shrink}
+        for kind in ("Avg", "Max"):
+            for nd in (2, 3):
+                cls = getattr(co, "Adaptive%sPool%dd" % (kind, nd), None)
+                if cls is not None and isinstance(m, cls):
+                    return _adaptive_pool_node(m, name, path, kind, nd, _fill_name(m, path))
+        for kind in ("Avg", "Max"):
+            for nd in (1, 2, 3):
+                cls = getattr(co, "%sPool%dd" % (kind, nd), None)
+                if cls is not None and isinstance(m, cls):
+                    return _pool_node(m, name, path, kind, nd, _fill_name(m, path))
+        for t in ("RNN", "GRU", "LSTM"):
+            cls = getattr(co, t, None)
+            if cls is not None and isinstance(m, cls):
+                node, tens = _rnn_node(m, name, path)
+                self._leaf_tensors(path, tens)
+                return node
+        if isinstance(m, co.Broadcast):
+            n = m.num_streams
+            if not isinstance(n, int) or isinstance(n, bool):
+                _fail(m, path, "num_streams is %r; give it explicitly or follow the Broadcast by a Parallel in a "
+                      "co.Sequential (which infers it)" % (n,))
+            if not 1 <= n <= 8:
+                _fail(m, path, "num_streams=%d is not supported (1 to 8 streams)" % n)
+            return {"type": "Broadcast", "name": name, "num_streams": int(n)}
+        if isinstance(m, co.Parallel):
+            return {"type": "Parallel", "name": name, "children": self._branches(m, path)}
+        if isinstance(m, co.ParallelDispatch):
+            mapping = m.dispatch_mapping
+            flat = []
+            for e in mapping:
+                if isinstance(e, bool) or not isinstance(e, int):
+                    _fail(m, path, "grouping mapping entry %r is not supported (only a flat list of stream "
+                          "indices)" % (e,))
+                flat.append(int(e))
+            if not flat:
+                _fail(m, path, "empty mapping")
+            return {"type": "ParallelDispatch", "name": name, "mapping": flat}
+        if isinstance(m, co.Reduce):
+            return {"type": "Reduce", "name": name, "reduce": self._co_reduce_name(m, path)}
+        if isinstance(m, co.Conditional):
+            pred = _callback_name(m, path, m.predicate, "predicate")
+            return {"type": "Conditional", "name": name, "predicate": pred, "children": self._children(m, path)}
+        skip = getattr(co, "Skip", None)
+        if skip is not None and isinstance(m, skip):
+            return {"type": "Skip", "name": name, "steps": int(m.steps)}
+        reshape = getattr(co, "Reshape", None)
+        if reshape is not None and isinstance(m, reshape):
+            shape = [int(d) for d in m.shape]
+            if sum(1 for d in shape if d == -1) > 1 or any(d == 0 or d < -1 for d in shape):
+                _fail(m, path, "shape %r: sizes must be positive, with at most one -1" % (tuple(m.shape),))
+            return {"type": "Reshape", "name": name, "shape": shape, "contiguous": bool(m.contiguous)}
         lam = getattr(co, "Lambda", None)
         if lam is not None and isinstance(m, lam):
-            closure = getattr(co, "closure", None)
-            unity = getattr(closure, "_unity", None)
-            if unity is not None and getattr(m, "fn", None) is unity:  # co.Identity()
-                return {"type": "Identity", "name": name}
-            _fail(m, path, "co.Lambda with an arbitrary function cannot be exported")
+            return self._lambda(m, name, path)
         _fail(m, path, "continual module type not supported by continual-c (see docs/format.md)")
+
+    def _lambda(self, m, name, path):
+        co = self.co
+        for attr in ("forward_only_fn", "forward_step_only_fn", "forward_steps_only_fn"):
+            if getattr(m, attr, None) is not None:
+                _fail(m, path, "co.Lambda with a call-mode specific function (%s) is not supported" % attr)
+        fn = m.fn
+        takes_time = bool(getattr(m, "takes_time", False))
+        closure = getattr(co, "closure", None)
+        if closure is not None:
+            if fn is getattr(closure, "_unity", None):  # co.Identity()
+                return {"type": "Identity", "name": name}
+            if isinstance(fn, functools.partial) and not fn.args:
+                kw = fn.keywords or {}
+                if fn.func is getattr(closure, "_add", None) and set(kw) == {"constant"}:  # co.Add(c)
+                    return {"type": "Add", "name": name, "constant": _scalar(m, path, kw["constant"], "constant")}
+                if fn.func is getattr(closure, "_multiply", None) and set(kw) == {"factor"}:  # co.Multiply(c)
+                    return {"type": "Multiply", "name": name, "factor": _scalar(m, path, kw["factor"], "factor")}
+            code = getattr(fn, "__code__", None)
+            const_fn = getattr(closure, "Constant", None)
+            if code is not None and const_fn is not None and code in getattr(const_fn, "__code__").co_consts \
+                    and "constant" in code.co_freevars and fn.__closure__:  # co.Constant(c)
+                c = fn.__closure__[code.co_freevars.index("constant")].cell_contents
+                return {"type": "Constant", "name": name, "constant": _scalar(m, path, c, "constant")}
+        if fn is torch.zeros_like:  # co.Zero()
+            return {"type": "Zero", "name": name}
+        if fn is torch.ones_like:  # co.One()
+            return {"type": "One", "name": name}
+        if isinstance(fn, nn.Module):  # a functor: element-wise torch modules only, named "fn" in the state_dict
+            t = _find_torch_type(fn, self.leaf)
+            if t is None or not (t in _ELEMENTWISE_FUNCTORS or t in _DROPOUT):
+                _fail(m, path, "co.Lambda wrapping %s is not supported (only element-wise activations and "
+                      "dropouts)" % _cls(fn))
+            return {"type": "Sequential", "name": name, "children": [self._torch_leaf(fn, "fn", _join(path, "fn"), t)]}
+        hit = self.builtins.get(id(fn))
+        if hit is not None and hit[0] is fn:
+            return {"type": "Lambda", "name": name, "function": hit[1], "takes_time": takes_time}
+        if not callable(fn):
+            _fail(m, path, "co.Lambda without a function")
+        return {"type": "Lambda", "name": name, "function": _callback_name(m, path, fn, "function"),
+                "takes_time": takes_time}
 
 
 def to_network(module):

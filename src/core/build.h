@@ -23,6 +23,9 @@ typedef struct co_props {
     int64_t padding;
 } co_props;
 
+/* Marks the model as one whose shapes depend on the batch size (a Reshape names the batch). */
+void co_mark_batch_bound(co_builder *b);
+
 /* Receptive field 1, delay 0, stride 1, padding 0: a module that sees one frame at a time. */
 void co_props_frame_local(co_props *p);
 

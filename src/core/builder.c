@@ -12,6 +12,8 @@
 #define CO_MAX_DEPTH CO_BUILDER_MAX_DEPTH
 #define CO_MAX_KEYS CO_BUILDER_MAX_KEYS
 
+void co_mark_batch_bound(co_builder *b) { b->m->batch_bound = 1; }
+
 void co_props_frame_local(co_props *p)
 {
     p->receptive_field = 1;

@@ -123,7 +123,7 @@ static co_status compile(co_model *m, co_st_file *file, const co_load_options *o
         m->producer[m->ops[i].out] = i;
         m->total_end_pad += m->ops[i].end_pad;
     }
-    if (m->has_frame_shape) { /* fail at load, not at stream creation, if the file's shape does not fit */
+    if (m->has_frame_shape && !m->batch_bound) { /* fail at load, not at stream creation, if the shape does not fit */
         co_plan_info info;
         if ((st = co_model_plan_info(m, 1, NULL, &info))) return st;
     }

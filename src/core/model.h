@@ -27,6 +27,7 @@ struct co_model {
     int has_frame_shape;
     co_shape frame_shape; /* (C, *S) without batch */
     int64_t params;
+    int batch_bound;       /* some op's shape names the batch (Reshape): no batch-1 check at load */
     int64_t total_end_pad; /* sum of op end paddings: bounds the frames a flush emits */
     uint64_t fingerprint;  /* network JSON + weights; saved states carry it */
 };

@@ -197,6 +197,7 @@ co_status co_build_utility(co_builder *b, const cJSON *node, const char *path, i
         st = co_get_int(b, node, path, "steps", 1, 0, 1, 1 << 30, &p->steps);
     } else if (strcmp(type, "Reshape") == 0) {
         p->kind = U_RESHAPE;
+        co_mark_batch_bound(b);
         int n;
         int contiguous;
         if (!(st = co_get_int_list(b, node, path, "shape", CO_MAX_DIMS - 1, -1, 1 << 30, p->shape, &n)) &&

@@ -38,6 +38,9 @@ POOLS_1D = [
     ("max k2 s1 d3", lambda: nn.MaxPool1d(2, stride=1, dilation=3)),
     ("max k3 s2 p1 d2", lambda: nn.MaxPool1d(3, stride=2, padding=1, dilation=2)),
     ("max k2 (stride = kernel) p1", lambda: nn.MaxPool1d(2, padding=1)),
+    ("avg k2 s3 (stride > kernel)", lambda: nn.AvgPool1d(2, stride=3)),
+    ("max k2 s3 p1 (stride > kernel)", lambda: nn.MaxPool1d(2, stride=3, padding=1)),
+    ("avg k1 s2 (temporal decimation only)", lambda: nn.AvgPool1d(1, stride=2)),
 ]
 POOLS_2D = [
     ("avg (3,3) s(1,2) p1 no-pad-count", lambda: nn.AvgPool2d((3, 3), stride=(1, 2), padding=(1, 1),
@@ -48,6 +51,8 @@ POOLS_2D = [
     ("max (3,3) s(1,2) p1 d(2,1)", lambda: nn.MaxPool2d((3, 3), stride=(1, 2), padding=(1, 1), dilation=(2, 1))),
     ("max (2,3) s(2,1) p1 spatial ceil", lambda: nn.MaxPool2d((2, 3), stride=(2, 2), padding=(1, 1), ceil_mode=True)),
     ("max (2,2) (stride = kernel)", lambda: nn.MaxPool2d(2)),
+    ("max (1,3) s(1,2) spatial only", lambda: nn.MaxPool2d((1, 3), stride=(1, 2), padding=(0, 1))),
+    ("avg (1,2) s(2,2) k1 temporal stride", lambda: nn.AvgPool2d((1, 2), stride=(2, 2))),
 ]
 POOLS_3D = [
     ("avg (2,3,3) s(1,2,2) p1", lambda: nn.AvgPool3d((2, 3, 3), stride=(1, 2, 2), padding=(1, 1, 1))),

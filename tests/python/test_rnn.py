@@ -103,34 +103,6 @@ def test_rnn_state_continues_across_calls(tmp_path):
     assert_close(s2.forward_step(to_np(x[:, :, 0])), ref[:, :, 0], 1e-5, "first real step")
 
 
-def test_recurrent_head_on_conv_features(tmp_path):
-    """co.Conv1d -> co.LSTM -> co.Linear(channel_dim=1) (random weights): forward == the torch composition;
-    steps == the reference's steps; all modes (check_modes, to 1e-5)."""
-    co = pytest.importorskip("continual")
-    seed(203)
-    net = co.Sequential(
-        co.Conv1d(4, 8, kernel_size=3, padding=1),
-        nn.ReLU(),
-        co.LSTM(8, 6, num_layers=2),
-        co.Linear(6, 3, channel_dim=1),
-    )
-    net.eval()
-    x = torch.randn(2, 4, 11)
-    model = export_load(net, tmp_path, input_shape=(4,))
-    with torch.no_grad():
-        h = torch.relu(nn.functional.conv1d(x, net[0].weight, net[0].bias, padding=1))
-        h = torch_ref("LSTM", dict(input_size=8, hidden_size=6, num_layers=2), h, net[2])
-        ref = nn.functional.linear(h.permute(0, 2, 1), net[3].weight, net[3].bias).permute(0, 2, 1)
-        assert_close(net(x), ref, 1e-5, "co forward")
-    assert model.delay == 1
-    check_modes(model, x, ref)
-    theirs = co_steps(net, x)
-    assert theirs[0] is None
-    for n, r in enumerate(theirs, 1):
-        if r is not None:
-            assert_close(r, ref[:, :, n - 2], 1e-5, "reference step %d" % n)
-
-
 def test_rnn_json_keys():
     """Exactly the keys of docs/format.md: nonlinearity only for RNN, proj_size only for LSTM."""
     assert continual_c.to_network(nn.RNN(2, 3, nonlinearity="relu"))[0] == {

@@ -45,6 +45,20 @@ def test_skip_in_sequential_after_conv(tmp_path):
     check_modes(model, x, ref, steps_oracle=lambda k: theirs[k - 1])
 
 
+def test_skip_before_strided_conv(tmp_path):
+    """Sequential(Skip(2), conv k3 s2 p1): the conv's phase starts with its first input (step 3), so output j
+    comes at step 4 + 2j; the Sequential's delay property does not count Skip's Nones (Q28, as the reference)."""
+    seed(411)
+    net = co.Sequential(co.Skip(2), co.Conv1d(2, 3, 3, stride=2, padding=1))
+    x = torch.randn(2, 2, 13)
+    model = export_load(net, tmp_path, input_shape=(2,))
+    assert model.delay == net.delay == 1
+    ref = _fw(net, x)
+    check_modes(model, x, ref, delay=3)
+    theirs = co_steps(net, x)
+    assert [t is not None for t in theirs] == [n >= 4 and n % 2 == 0 for n in range(1, 14)]
+
+
 # ---- Reshape -------------------------------------------------------------------------------------------
 def test_reshape_flatten_frame(tmp_path):
     """Reshape(B, C*H) of (B, C, H) frames; clips (B, C, T, H) -> (B, C*H, T)."""
@@ -74,8 +88,6 @@ def test_reshape_split_channels(tmp_path):
         assert_close(s.forward_step(to_np(x[:, :, 0])), net.forward_step(x[:, :, 0]), 0, "step vs co")
 
 
-@pytest.mark.xfail(strict=True, reason="reported to the lead: the load-time check of a recorded frame_shape plans "
-                   "with batch 1, but a Reshape's shape includes the batch")
 def test_reshape_with_recorded_frame_shape(tmp_path):
     """Reshape(2, -1) in a file that records frame_shape (2, 4): loading must work (streams of batch 2 are fine;
     a batch-1 stream is what cannot be reshaped)."""
