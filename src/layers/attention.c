@@ -186,7 +186,7 @@ static int so_step(const co_op *op, const co_oprt *rt, void *state, const float 
  * So a step costs O(N * H * E) adds instead of re-projecting all N outputs (N * E^2). */
 static size_t retro_floats_per_item(const mha_params *p)
 {
-    return (size_t)(2 * p->N * p->E + 2 * p->N * p->H + 2 * p->N * p->H * p->E);
+    return (size_t)(2 * p->N * p->E + 3 * p->N * p->H + 2 * p->N * p->H * p->E);
 }
 
 static void retro_row_exact(const mha_params *p, const float *q, const float *K, const float *U, int64_t h, float *m,
@@ -224,7 +224,7 @@ static int retro_step(const co_op *op, const co_oprt *rt, void *state, const flo
         co_gemm_nt(B, E, dh, qkv_all + 2 * E + hh * dh, 3 * E, p->w_out + hh * dh, E, 0.0f, un_all + hh * E, H * E);
     for (int64_t b = 0; b < B; b++) {
         float *K = (float *)(h + 1) + b * retro_floats_per_item(p), *Q = K + N * E, *M = Q + N * E, *D = M + N * H,
-              *U = D + N * H, *A = U + N * H * E;
+              *U = D + N * H, *A = U + N * H * E, *P = A + N * H * E;
         float *qkv = qkv_all + b * 3 * E, *un = un_all + b * H * E;
         for (int64_t i = 0; i < E; i++) qkv[i] *= p->scale;
         const float *qn = qkv, *kn = qkv + E;
@@ -245,7 +245,13 @@ static int retro_step(const co_op *op, const co_oprt *rt, void *state, const flo
                 }
                 const float e_new = expf(s - *m), e_out = e_old * scale_old;
                 *d = (*d - e_old) * scale_old + e_new;
-                if (!((*d - e_new) > before * scale_old * (1.0f / 256.0f)) || !isfinite(*d)) {
+                /* P: the row's largest denominator since its last exact computation (same reference
+                 * point): the error of the running sums is relative to it, so recompute once the
+                 * mass left is below 1/32 of it (bounds the cumulative cancellation, not one step's) */
+                float *pk = &P[r * H + hh];
+                *pk *= scale_old;
+                if (before * scale_old > *pk) *pk = before * scale_old;
+                if (!((*d - e_new) > *pk * (1.0f / 32.0f)) || !isfinite(*d)) {
                     *d = -1.0f; /* cancellation: recompute below, once the window holds the new key */
                     continue;
                 }
@@ -257,9 +263,11 @@ static int retro_step(const co_op *op, const co_oprt *rt, void *state, const flo
         memcpy(U + slot * H * E, un, (size_t)(H * E) * sizeof(float));
         for (int64_t r = 0; r < N; r++)
             for (int64_t hh = 0; hh < H; hh++)
-                if (r == slot || D[r * H + hh] < 0.0f)
+                if (r == slot || D[r * H + hh] < 0.0f) {
                     retro_row_exact(p, Q + r * E + hh * dh, K, U, hh, &M[r * H + hh], &D[r * H + hh],
                                     A + (r * H + hh) * E, w);
+                    P[r * H + hh] = D[r * H + hh];
+                }
         if (emit) { /* (E, N) outputs, oldest token first */
             float *y = out + b * E * N;
             for (int64_t r = 0; r < N; r++) {

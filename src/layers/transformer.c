@@ -207,7 +207,7 @@ static co_status window_check_state(const co_op *op, const co_oprt *rt, const vo
     const window_params *p = op->params;
     const window_head *h = state;
     const int64_t slots = p->unity ? p->d + 1 : p->d;
-    if (h->pos < 0 || h->pos >= slots || h->count < 0 || h->count > p->d)
+    if (h->pos < 0 || h->pos >= (slots > 0 ? slots : 1) || h->count < 0 || h->count > p->d)
         return co_error(CO_ERR_STATE, "%s: saved state has an out-of-range ring index", op->path);
     return CO_OK;
 }
