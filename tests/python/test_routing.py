@@ -370,3 +370,25 @@ def test_conditional_nested_in_containers(tmp_path):
     theirs = co_steps(net, x)
     assert sum(t is not None for t in theirs) >= 4
     check_with_step_oracle(model, x, _co_forward(net, x), step_oracle_from(theirs))
+
+
+def test_parallel_after_parallel_with_missing_entries_q15(tmp_path):
+    """Q15: the reference crashes when a Parallel's output list holds a None (a branch still warming up) and
+    feeds another Parallel. Here each branch runs when its own input is present: steps give
+    relu(x_{n-1}) + relu(x_n) from step 2 on, forward gives 2 relu(x)."""
+    seed(314)
+    net = co.Sequential(co.Broadcast(2), co.Parallel(co.Delay(1), co.Identity(), auto_delay=False),
+                        co.Parallel(co.continual(nn.ReLU()), co.continual(nn.ReLU())),
+                        co.Reduce("sum"))
+    x = torch.randn(2, 3, 9)
+    model = export_load(net, tmp_path, input_shape=(3,))
+    assert_close(model.forward(x), 2 * torch.relu(x), 1e-6, "forward")
+    s = model.stream(2, (3,))
+    outs = [s.forward_step(x[:, :, t]) for t in range(9)]
+    assert outs[0] is None
+    for t in range(1, 9):
+        assert_close(outs[t], torch.relu(x[:, :, t - 1]) + torch.relu(x[:, :, t]), 1e-6, "step %d" % t)
+    with pytest.raises(Exception):  # the reference's failure mode, documented
+        net.clean_state()
+        for t in range(2):
+            net.forward_step(x[:, :, t])
