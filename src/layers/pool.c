@@ -89,6 +89,27 @@ static co_status pool_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
     return CO_OK;
 }
 
+/* The input rows/columns [h0, h1) step hs, [w0, w1) step ws that spatial output (oh, ow) pools
+ * (may reach into the padding, which the callers skip). */
+typedef struct spatial_window { int64_t h0, h1, hs, w0, w1, ws; } spatial_window;
+
+static spatial_window window_of(const pool_params *p, const co_oprt *rt, int64_t oh, int64_t ow)
+{
+    spatial_window w = {0, 0, 1, 0, 0, 1};
+    if (p->adaptive) {
+        adaptive_range(oh, rt->aux[A_HO], rt->aux[A_H], &w.h0, &w.h1);
+        adaptive_range(ow, rt->aux[A_WO], rt->aux[A_W], &w.w0, &w.w1);
+        return w;
+    }
+    w.h0 = oh * p->ss[0] - p->ps[0];
+    w.h1 = w.h0 + p->ds[0] * (p->ks[0] - 1) + 1;
+    w.hs = p->ds[0];
+    w.w0 = ow * p->ss[1] - p->ps[1];
+    w.w1 = w.w0 + p->ds[1] * (p->ks[1] - 1) + 1;
+    w.ws = p->ds[1];
+    return w;
+}
+
 /* ---- spatial pooling of one frame: (rows, H*W) -> (rows, Ho*Wo): max, or sum (avg) ---- */
 static void pool_frame(const pool_params *p, const co_oprt *rt, const float *x, int64_t rows, int64_t row_stride, float *y)
 {
@@ -97,14 +118,8 @@ static void pool_frame(const pool_params *p, const co_oprt *rt, const float *x, 
         const float *plane = x + r * row_stride;
         for (int64_t oh = 0; oh < Ho; oh++)
             for (int64_t ow = 0; ow < Wo; ow++) {
-                int64_t h0, h1, w0, w1, hs = 1, ws = 1;
-                if (p->adaptive) {
-                    adaptive_range(oh, Ho, H, &h0, &h1);
-                    adaptive_range(ow, Wo, W, &w0, &w1);
-                } else {
-                    h0 = oh * p->ss[0] - p->ps[0]; h1 = h0 + p->ds[0] * (p->ks[0] - 1) + 1; hs = p->ds[0];
-                    w0 = ow * p->ss[1] - p->ps[1]; w1 = w0 + p->ds[1] * (p->ks[1] - 1) + 1; ws = p->ds[1];
-                }
+                spatial_window w_ = window_of(p, rt, oh, ow);
+                const int64_t h0 = w_.h0, h1 = w_.h1, hs = w_.hs, w0 = w_.w0, w1 = w_.w1, ws = w_.ws;
                 float acc = p->is_max ? -INFINITY : 0.0f;
                 for (int64_t h = h0; h < h1; h += hs) {
                     if (h < 0 || h >= H) continue;
@@ -251,14 +266,8 @@ static co_status pool_clip(const co_op *op, const co_oprt *rt, const co_tshape *
             }
             for (int64_t oh = 0; oh < Ho; oh++)
                 for (int64_t ow = 0; ow < Wo; ow++) {
-                    int64_t h0, h1, w0, w1, hs = 1, ws = 1;
-                    if (p->adaptive) {
-                        adaptive_range(oh, Ho, H, &h0, &h1);
-                        adaptive_range(ow, Wo, W, &w0, &w1);
-                    } else {
-                        h0 = oh * p->ss[0] - p->ps[0]; h1 = h0 + p->ds[0] * (p->ks[0] - 1) + 1; hs = p->ds[0];
-                        w0 = ow * p->ss[1] - p->ps[1]; w1 = w0 + p->ds[1] * (p->ks[1] - 1) + 1; ws = p->ds[1];
-                    }
+                    spatial_window w_ = window_of(p, rt, oh, ow);
+                    const int64_t h0 = w_.h0, h1 = w_.h1, hs = w_.hs, w0 = w_.w0, w1 = w_.w1, ws = w_.ws;
                     float acc = p->is_max ? -INFINITY : 0.0f;
                     for (int64_t t = t0; t < t1; t += ts) {
                         if (t < 0 || t >= T) continue;
