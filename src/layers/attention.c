@@ -69,7 +69,8 @@ static void attend(const float *q, const float *K, const float *V, int64_t n, in
     }
 }
 
-static size_t retro_floats_per_item(const mha_params *p);
+enum { RETRO_FOLDED = 1 }; /* rt->aux[0] of a retroactive attention: numerators in output space */
+static size_t retro_floats_per_item(const mha_params *p, int folded);
 
 /* ---- resolve ---- */
 
@@ -96,9 +97,12 @@ static co_status mha_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
     if (p->retroactive) {
         rt->out.ndim = 3;
         rt->out.d[2] = N;
-        rt->state_bytes = 4 * sizeof(int64_t) + (size_t)B * retro_floats_per_item(p) * sizeof(float);
-        rt->scratch_floats = (size_t)(B * (3 * E + p->H * E) + (N > E ? N : E) + E);
-        rt->macs = B * (3 * E * E + E * E + 2 * N * E + 3 * N * p->H * E);
+        const int folded = B == 1; /* see retro_step: which layout of the numerators */
+        rt->aux[0] = folded;
+        rt->state_bytes = 4 * sizeof(int64_t) + (size_t)B * retro_floats_per_item(p, folded) * sizeof(float);
+        rt->scratch_floats = (size_t)(B * 3 * E + (folded ? B * p->H * E : 2 * B * N * E) + (N > E ? N : E) + 2 * E);
+        rt->macs = folded ? B * (3 * E * E + E * E + 2 * N * E + 3 * N * p->H * E)
+                          : B * (3 * E * E + 6 * N * E + N * E * E);
     } else {
         rt->state_bytes = 4 * sizeof(int64_t) + (size_t)(B * (2 * N + p->lag) * E) * sizeof(float);
         rt->scratch_floats = (size_t)(B * 3 * E + N + B * E);
@@ -119,7 +123,7 @@ static void mha_reset(const co_op *op, const co_oprt *rt, void *state)
         const int64_t B = rt->out.d[0], N = p->N, E = p->E, H = p->H;
         float *base = (float *)((mha_head *)state + 1);
         for (int64_t b = 0; b < B; b++) {
-            float *den = base + (size_t)b * retro_floats_per_item(p) + 2 * N * E + N * H;
+            float *den = base + (size_t)b * retro_floats_per_item(p, rt->aux[0] == RETRO_FOLDED) + 2 * N * E + N * H;
             for (int64_t i = 0; i < N * H; i++) den[i] = (float)N;
         }
     }
@@ -180,107 +184,139 @@ static int so_step(const co_op *op, const co_oprt *rt, void *state, const float 
 
 /* ---- retroactive ----
  * Per batch item the state holds the window's keys K and scaled queries Q (N x E each), and per
- * token i and head h: the running logit maximum M, the softmax denominator D, and the output-
- * space numerator A[i][h] = sum_j exp(q_i.k_j - M) * u_j[h], where u_j[h] = Wo[:, h] v_j[h] is
- * the value already passed through the head's block of the output projection (U caches it).
- * So a step costs O(N * H * E) adds instead of re-projecting all N outputs (N * E^2). */
-static size_t retro_floats_per_item(const mha_params *p)
+ * token i and head h the running logit maximum M, the softmax denominator D and P (the largest D
+ * since the row was last computed exactly), plus the numerators, in one of two layouts:
+ *
+ *   folded (batch 1): A[i][h] = sum_j exp(q_i.k_j - M) u_j[h] in output space, where
+ *     u_j[h] = Wo[:, h] v_j[h] is the value already through its head's block of the output
+ *     projection (U caches it). A step then costs O(N H E) adds and no N x E x E projection.
+ *   per head (batch > 1): AV[i] = sum_j exp(q_i.k_j - M) v_j (N x E, like V), and the N outputs
+ *     of every batch item go through the output projection in one GEMM: (B N x E) x (E x E).
+ *     The folded state is N H E floats twice per item — at batch 8 its memory traffic costs
+ *     more than the shared GEMM. */
+static size_t retro_floats_per_item(const mha_params *p, int folded)
 {
-    return (size_t)(2 * p->N * p->E + 3 * p->N * p->H + 2 * p->N * p->H * p->E);
+    const size_t common = (size_t)(2 * p->N * p->E + 3 * p->N * p->H);
+    return common + (folded ? (size_t)(2 * p->N * p->H * p->E) : (size_t)(2 * p->N * p->E));
 }
 
-static void retro_row_exact(const mha_params *p, const float *q, const float *K, const float *U, int64_t h, float *m,
-                            float *den, float *a, float *w)
+/* Exact sums of row q (head h) over the window: X rows `stride` apart, `width` floats from `off`. */
+static void retro_row_exact(const mha_params *p, const float *q, const float *K, const float *X, int64_t stride,
+                            int64_t off, int64_t width, int64_t h, float *m, float *den, float *a, float *w)
 {
-    const int64_t N = p->N, E = p->E, dh = p->dh, H = p->H;
+    const int64_t N = p->N, E = p->E, dh = p->dh;
     float mx = -INFINITY;
     for (int64_t j = 0; j < N; j++) {
         w[j] = dot(q, K + j * E + h * dh, dh);
         if (w[j] > mx) mx = w[j];
     }
     float d = 0.0f;
-    memset(a, 0, (size_t)E * sizeof(float));
+    memset(a, 0, (size_t)width * sizeof(float));
     for (int64_t j = 0; j < N; j++) {
-        const float e = expf(w[j] - mx), *u = U + (j * H + h) * E;
+        const float e = expf(w[j] - mx), *x = X + j * stride + off;
         d += e;
-        for (int64_t i = 0; i < E; i++) a[i] += e * u[i];
+        for (int64_t i = 0; i < width; i++) a[i] += e * x[i];
     }
     *m = mx;
     *den = d;
+}
+
+/* One row's update: key k_old (value x_old) leaves, k_new (x_new) enters. Returns 0 when the
+ * running sums cancelled too far and the row must be recomputed exactly (D is then -1). */
+static int retro_row_update(const float *q, const float *k_old, const float *x_old, const float *k_new,
+                            const float *x_new, int64_t dh, int64_t width, float *m, float *d, float *pk, float *a)
+{
+    const float before = *d, e_old = expf(dot(q, k_old, dh) - *m);
+    const float s = dot(q, k_new, dh);
+    float scale_old = 1.0f;
+    if (s > *m) { /* a larger logit: move the reference point, so no exp exceeds 1 */
+        scale_old = expf(*m - s);
+        *m = s;
+    }
+    const float e_new = expf(s - *m), e_out = e_old * scale_old;
+    *d = (*d - e_old) * scale_old + e_new;
+    /* the error of the running sums is relative to the largest denominator since the last exact
+     * computation (P): recompute once the mass left is below 1/32 of it */
+    *pk *= scale_old;
+    if (before * scale_old > *pk) *pk = before * scale_old;
+    if (!((*d - e_new) > *pk * (1.0f / 32.0f)) || !isfinite(*d)) {
+        *d = -1.0f;
+        return 0;
+    }
+    for (int64_t i = 0; i < width; i++) a[i] = a[i] * scale_old - e_out * x_old[i] + e_new * x_new[i];
+    return 1;
 }
 
 static int retro_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
 {
     const mha_params *p = op->params;
     mha_head *h = state;
-    const int64_t B = rt->out.d[0], E = p->E, N = p->N, H = p->H, dh = p->dh;
-    float *qkv_all = scratch, *un_all = qkv_all + B * 3 * E, *w = un_all + B * H * E, *u_old = w + (N > E ? N : E);
+    const int folded = rt->aux[0] == RETRO_FOLDED;
+    const int64_t B = rt->out.d[0], E = p->E, N = p->N, H = p->H, dh = p->dh, wmax = N > E ? N : E;
+    /* scratch: projections, then folded: new values in output space, or per head: outputs O and Y */
+    float *qkv_all = scratch, *extra = qkv_all + B * 3 * E;
+    float *un_all = extra, *O = extra, *Y = O + B * N * E;
+    float *w = folded ? un_all + B * H * E : Y + B * N * E, *x_old = w + wmax, *k_old = x_old + E;
+    const int64_t width = folded ? E : dh;
     const int64_t slot = h->pos;
     const int emit = h->count + 1 >= N;
-    /* projections of the new token for the whole batch at once (one pass over the weights) */
-    project_qkv(p, in[0], B, qkv_all);
-    /* the new value through each head's block of the output projection: un[b][h] = Wo[:, h] v[b][h] */
-    for (int64_t hh = 0; hh < H; hh++)
-        co_gemm_nt(B, E, dh, qkv_all + 2 * E + hh * dh, 3 * E, p->w_out + hh * dh, E, 0.0f, un_all + hh * E, H * E);
+    project_qkv(p, in[0], B, qkv_all); /* the whole batch in one pass over the weights */
+    if (folded)
+        for (int64_t hh = 0; hh < H; hh++) /* un[b][h] = Wo[:, h] v[b][h] */
+            co_gemm_nt(B, E, dh, qkv_all + 2 * E + hh * dh, 3 * E, p->w_out + hh * dh, E, 0.0f, un_all + hh * E, H * E);
     for (int64_t b = 0; b < B; b++) {
-        float *K = (float *)(h + 1) + b * retro_floats_per_item(p), *Q = K + N * E, *M = Q + N * E, *D = M + N * H,
-              *U = D + N * H, *A = U + N * H * E, *P = A + N * H * E;
-        float *qkv = qkv_all + b * 3 * E, *un = un_all + b * H * E;
+        float *K = (float *)(h + 1) + b * retro_floats_per_item(p, folded), *Q = K + N * E, *M = Q + N * E,
+              *D = M + N * H, *P = D + N * H, *X = P + N * H; /* X: U (folded) or V */
+        float *A = folded ? X + N * H * E : X + N * E;
+        const int64_t xstride = folded ? H * E : E;
+        float *qkv = qkv_all + b * 3 * E;
         for (int64_t i = 0; i < E; i++) qkv[i] *= p->scale;
-        const float *qn = qkv, *kn = qkv + E;
+        const float *qn = qkv, *kn = qkv + E, *xn = folded ? un_all + b * H * E : qkv + 2 * E;
         for (int64_t hh = 0; hh < H; hh++) {
-            const int64_t c = hh * dh;
-            const float *k_old = K + slot * E + c; /* overwritten only after every row is updated */
-            memcpy(u_old, U + (slot * H + hh) * E, (size_t)E * sizeof(float));
-            for (int64_t r = 0; r < N; r++) {
-                if (r == slot) continue;
-                const float *q = Q + r * E + c;
-                float *m = &M[r * H + hh], *d = &D[r * H + hh], *a = A + (r * H + hh) * E;
-                const float before = *d, e_old = expf(dot(q, k_old, dh) - *m);
-                const float s = dot(q, kn + c, dh);
-                float scale_old = 1.0f;
-                if (s > *m) { /* a larger logit: move the reference point, so no exp exceeds 1 */
-                    scale_old = expf(*m - s);
-                    *m = s;
-                }
-                const float e_new = expf(s - *m), e_out = e_old * scale_old;
-                *d = (*d - e_old) * scale_old + e_new;
-                /* P: the row's largest denominator since its last exact computation (same reference
-                 * point): the error of the running sums is relative to it, so recompute once the
-                 * mass left is below 1/32 of it (bounds the cumulative cancellation, not one step's) */
-                float *pk = &P[r * H + hh];
-                *pk *= scale_old;
-                if (before * scale_old > *pk) *pk = before * scale_old;
-                if (!((*d - e_new) > *pk * (1.0f / 32.0f)) || !isfinite(*d)) {
-                    *d = -1.0f; /* cancellation: recompute below, once the window holds the new key */
-                    continue;
-                }
-                for (int64_t i = 0; i < E; i++) a[i] = a[i] * scale_old - e_out * u_old[i] + e_new * un[hh * E + i];
-            }
+            const int64_t c = hh * dh, xoff = folded ? hh * E : c;
+            memcpy(k_old, K + slot * E + c, (size_t)dh * sizeof(float));
+            memcpy(x_old, X + slot * xstride + xoff, (size_t)width * sizeof(float));
+            for (int64_t r = 0; r < N; r++)
+                if (r != slot)
+                    retro_row_update(Q + r * E + c, k_old, x_old, kn + c, xn + xoff, dh, width, &M[r * H + hh],
+                                     &D[r * H + hh], &P[r * H + hh], A + r * xstride + xoff);
         }
         memcpy(K + slot * E, kn, (size_t)E * sizeof(float));
         memcpy(Q + slot * E, qn, (size_t)E * sizeof(float));
-        memcpy(U + slot * H * E, un, (size_t)(H * E) * sizeof(float));
+        memcpy(X + slot * xstride, xn, (size_t)(folded ? H * E : E) * sizeof(float));
         for (int64_t r = 0; r < N; r++)
             for (int64_t hh = 0; hh < H; hh++)
                 if (r == slot || D[r * H + hh] < 0.0f) {
-                    retro_row_exact(p, Q + r * E + hh * dh, K, U, hh, &M[r * H + hh], &D[r * H + hh],
-                                    A + (r * H + hh) * E, w);
+                    const int64_t xoff = folded ? hh * E : hh * dh;
+                    retro_row_exact(p, Q + r * E + hh * dh, K, X, xstride, xoff, width, hh, &M[r * H + hh],
+                                    &D[r * H + hh], A + r * xstride + xoff, w);
                     P[r * H + hh] = D[r * H + hh];
                 }
-        if (emit) { /* (E, N) outputs, oldest token first */
-            float *y = out + b * E * N;
-            for (int64_t r = 0; r < N; r++) {
-                const int64_t sl = (slot + 1 + r) % N;
-                float *o = w; /* reuse as an E-vector (w holds max(N, E) floats) */
+        if (!emit) continue;
+        for (int64_t r = 0; r < N; r++) { /* window outputs, oldest token first */
+            const int64_t sl = (slot + 1 + r) % N;
+            if (folded) {
+                float *o = w, *y = out + b * E * N;
                 for (int64_t i = 0; i < E; i++) o[i] = p->b_out ? p->b_out[i] : 0.0f;
                 for (int64_t hh = 0; hh < H; hh++) {
                     const float inv = 1.0f / D[sl * H + hh], *a = A + (sl * H + hh) * E;
                     for (int64_t i = 0; i < E; i++) o[i] += a[i] * inv;
                 }
                 for (int64_t i = 0; i < E; i++) y[i * N + r] = o[i];
+            } else {
+                float *o = O + (b * N + r) * E;
+                for (int64_t hh = 0; hh < H; hh++) {
+                    const float inv = 1.0f / D[sl * H + hh], *a = A + sl * E + hh * dh;
+                    for (int64_t i = 0; i < dh; i++) o[hh * dh + i] = a[i] * inv;
+                }
             }
         }
+    }
+    if (emit && !folded) {
+        out_project(p, O, B * N, Y);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t r = 0; r < N; r++)
+                for (int64_t j = 0; j < E; j++) out[(b * E + j) * N + r] = Y[(b * N + r) * E + j];
     }
     h->pos = (h->pos + 1) % N;
     if (h->count < N) h->count++;
