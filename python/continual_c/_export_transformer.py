@@ -442,6 +442,15 @@ def node(walker, m, name, path):
     if isinstance(m, ContinualTransformerEncoder):
         return _torch_encoder(walker, m, name, path)
 
+    # ---- dim arguments of modules applied to single tokens (B, E): the file's dims count in the
+    # clip (B, C, T, ...), where the token's dim 1 / -1 is the channel dim 1 ----
+    if _in_token_scope(walker) and type(m) in (nn.Softmax, nn.Softmin, nn.LogSoftmax, nn.GLU):
+        dim = m.dim if m.dim is not None else -1
+        if dim not in (1, -1):
+            _fail(m, path, "dim=%r of a module applied to single tokens (B, E): only the embedding dim (1 or -1) "
+                  "exists there" % (m.dim,))
+        return {"type": type(m).__name__, "name": name, "dim": 1}
+
     co = walker.co
     ct = _co_transformer(walker)
 

@@ -268,3 +268,16 @@ def test_closures_reference_steps(tmp_path):
     check_modes(model, x, _fw(net, x), steps_oracle=lambda n: theirs[n - 1])
     s = model.stream(1, (2,))
     assert_close(s.forward_steps(to_np(x), pad_end=True), co_steps_clip(net, x, pad_end=True), 1e-5, "pad_end vs co")
+
+
+def test_lambda_of_softmax_acts_per_frame(tmp_path):
+    """co.Lambda(nn.Softmax(dim=-1)) applies softmax to each (B, C) frame, so over the channels: exported with the
+    dim counted in the clip (1), forward and steps equal the reference's."""
+    seed(640)
+    net = co.Sequential(co.Conv1d(3, 4, 3, padding=1), co.Lambda(nn.Softmax(dim=-1)))
+    x = torch.randn(2, 3, 7)
+    model = export_load(net, tmp_path, input_shape=(3,))
+    with torch.no_grad():
+        ref = net.forward(x)
+    assert_close(model.forward(x), ref, 1e-6, "forward")
+    check_modes(model, x, ref)
