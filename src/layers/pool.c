@@ -110,27 +110,32 @@ static spatial_window window_of(const pool_params *p, const co_oprt *rt, int64_t
     return w;
 }
 
+/* Folds the in-range values of `plane` (H x W) in window `w` into acc: max, or sum (avg). */
+static float pool_plane(const pool_params *p, const co_oprt *rt, const float *plane, spatial_window w, float acc)
+{
+    const int64_t H = rt->aux[A_H], W = rt->aux[A_W];
+    for (int64_t h = w.h0; h < w.h1; h += w.hs) {
+        if (h < 0 || h >= H) continue;
+        for (int64_t c = w.w0; c < w.w1; c += w.ws) {
+            if (c < 0 || c >= W) continue;
+            const float v = plane[h * W + c];
+            if (p->is_max) acc = (v > acc || isnan(v)) ? v : acc;
+            else acc += v;
+        }
+    }
+    return acc;
+}
+
 /* ---- spatial pooling of one frame: (rows, H*W) -> (rows, Ho*Wo): max, or sum (avg) ---- */
 static void pool_frame(const pool_params *p, const co_oprt *rt, const float *x, int64_t rows, int64_t row_stride, float *y)
 {
-    const int64_t H = rt->aux[A_H], W = rt->aux[A_W], Ho = rt->aux[A_HO], Wo = rt->aux[A_WO];
+    const int64_t Ho = rt->aux[A_HO], Wo = rt->aux[A_WO];
     for (int64_t r = 0; r < rows; r++) {
         const float *plane = x + r * row_stride;
         for (int64_t oh = 0; oh < Ho; oh++)
             for (int64_t ow = 0; ow < Wo; ow++) {
-                spatial_window w_ = window_of(p, rt, oh, ow);
-                const int64_t h0 = w_.h0, h1 = w_.h1, hs = w_.hs, w0 = w_.w0, w1 = w_.w1, ws = w_.ws;
-                float acc = p->is_max ? -INFINITY : 0.0f;
-                for (int64_t h = h0; h < h1; h += hs) {
-                    if (h < 0 || h >= H) continue;
-                    for (int64_t w = w0; w < w1; w += ws) {
-                        if (w < 0 || w >= W) continue;
-                        float v = plane[h * W + w];
-                        if (p->is_max) acc = (v > acc || isnan(v)) ? v : acc;
-                        else acc += v;
-                    }
-                }
-                y[r * Ho * Wo + oh * Wo + ow] = acc;
+                y[r * Ho * Wo + oh * Wo + ow] =
+                    pool_plane(p, rt, plane, window_of(p, rt, oh, ow), p->is_max ? -INFINITY : 0.0f);
             }
     }
 }
@@ -266,21 +271,10 @@ static co_status pool_clip(const co_op *op, const co_oprt *rt, const co_tshape *
             }
             for (int64_t oh = 0; oh < Ho; oh++)
                 for (int64_t ow = 0; ow < Wo; ow++) {
-                    spatial_window w_ = window_of(p, rt, oh, ow);
-                    const int64_t h0 = w_.h0, h1 = w_.h1, hs = w_.hs, w0 = w_.w0, w1 = w_.w1, ws = w_.ws;
+                    const spatial_window win = window_of(p, rt, oh, ow);
                     float acc = p->is_max ? -INFINITY : 0.0f;
-                    for (int64_t t = t0; t < t1; t += ts) {
-                        if (t < 0 || t >= T) continue;
-                        for (int64_t h = h0; h < h1; h += hs) {
-                            if (h < 0 || h >= H) continue;
-                            for (int64_t w = w0; w < w1; w += ws) {
-                                if (w < 0 || w >= W) continue;
-                                float v = x[(t * H + h) * W + w];
-                                if (p->is_max) acc = (v > acc || isnan(v)) ? v : acc;
-                                else acc += v;
-                            }
-                        }
-                    }
+                    for (int64_t t = t0; t < t1; t += ts)
+                        if (t >= 0 && t < T) acc = pool_plane(p, rt, x + t * H * W, win, acc);
                     if (!p->is_max) {
                         float div = p->divisor ? (float)p->divisor : (float)(tsz * spatial_count(p, rt, oh, ow));
                         acc /= div;
