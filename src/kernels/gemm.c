@@ -19,13 +19,12 @@ const char *co_gemm_backend(void)
 #endif
 }
 
-#ifndef CO_HAVE_CBLAS
+/* C = beta * C for beta 0 or 1: what a product with K = 0 leaves, and where the loops start. */
 static void scale_or_zero(int64_t M, int64_t N, float beta, float *C, int64_t ldc)
 {
     if (beta == 1.0f) return;
     for (int64_t i = 0; i < M; i++) memset(C + i * ldc, 0, (size_t)N * sizeof(float));
 }
-#endif
 
 void co_gemm_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
                 float beta, float *C, int64_t ldc)
@@ -33,8 +32,7 @@ void co_gemm_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, co
     if (M <= 0 || N <= 0) return;
 #ifdef CO_HAVE_CBLAS
     if (K <= 0) {
-        if (beta == 0.0f)
-            for (int64_t i = 0; i < M; i++) memset(C + i * ldc, 0, (size_t)N * sizeof(float));
+        scale_or_zero(M, N, beta, C, ldc);
         return;
     }
     if (N == 1)
@@ -69,8 +67,7 @@ void co_gemm_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, co
     if (M <= 0 || N <= 0) return;
 #ifdef CO_HAVE_CBLAS
     if (K <= 0) {
-        if (beta == 0.0f)
-            for (int64_t i = 0; i < M; i++) memset(C + i * ldc, 0, (size_t)N * sizeof(float));
+        scale_or_zero(M, N, beta, C, ldc);
         return;
     }
     if (M == 1)
