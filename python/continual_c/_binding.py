@@ -205,7 +205,26 @@ class _Owner:
             self.callbacks = None
 
 
-class Model:
+class _Closable:
+    """close() on garbage collection and at the end of a `with` block."""
+
+    def close(self):
+        raise NotImplementedError
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Model(_Closable):
     """A loaded, compiled model (read-only; may be shared by any number of streams)."""
 
     def __init__(self, handle, path=None, callbacks=None):
@@ -225,18 +244,6 @@ class Model:
         o = getattr(self, "_owner", None)
         if o is not None and not o.closed:
             o.release(model=True)
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     # ---- properties ----
     def _temporal(self):
@@ -323,7 +330,7 @@ class Model:
         return Stream(self, batch_size, frame_shape)
 
 
-class Stream:
+class Stream(_Closable):
     """The state of one live stream over a Model. Holds a reference to the model."""
 
     def __init__(self, model, batch_size=1, frame_shape=None):
@@ -360,18 +367,6 @@ class Stream:
             owner, self._owner = self._owner, None
             if owner is not None:
                 owner.release(stream=True)
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def forward_step(self, x, update_state=True):
         """One frame (B, C, *S) -> one output frame (B, C', *S') or None."""
