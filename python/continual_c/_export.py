@@ -359,6 +359,45 @@ def _callback_name(m, path, fn, what):
     return nm
 
 
+class _InputRead(Exception):
+    """Raised by _UntouchedInput: a predicate looked at its input."""
+
+
+class _UntouchedInput:
+    """Stands in for the input when probing a Conditional's predicate: any use of it raises."""
+
+    def __getattr__(self, name):
+        raise _InputRead(name)
+
+    def _touch(self, *args, **kwargs):
+        raise _InputRead("operator")
+
+    __bool__ = __len__ = __iter__ = __getitem__ = __float__ = __int__ = __index__ = _touch
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _touch
+    __lt__ = __le__ = __gt__ = __ge__ = __eq__ = __ne__ = __neg__ = __abs__ = __pow__ = _touch
+    __hash__ = None
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        raise _InputRead(getattr(func, "__name__", "torch function"))
+
+
+def _predicate_without_input(m):
+    """The branch a co.Conditional takes when its predicate does not read the input (it reads
+    only module.training or constants): True / False; None when the predicate reads the input
+    or fails without it (then it needs a C callback at load)."""
+    try:
+        v = m.predicate(m, _UntouchedInput())
+    except Exception:  # _InputRead, or anything a predicate does with a missing input
+        return None
+    if isinstance(v, torch.Tensor):
+        return None
+    try:
+        return bool(v)
+    except Exception:
+        return None
+
+
 # ---- the walk --------------------------------------------------------------------------------
 class _Walker:
     def __init__(self):
@@ -367,6 +406,7 @@ class _Walker:
         self.torch_conv = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
         self.builtins = _builtin_functions()
         self.expected = []  # state_dict names the network needs (params and buffers)
+        self.dropped = []  # module paths whose tensors the network does not use (untaken Conditional branches)
 
     def _co_reduce_name(self, m, path):
         co = self.co
@@ -573,8 +613,20 @@ class _Walker:
         if isinstance(m, co.Reduce):
             return {"type": "Reduce", "name": name, "reduce": self._co_reduce_name(m, path)}
         if isinstance(m, co.Conditional):
-            pred = _callback_name(m, path, m.predicate, "predicate")
-            return {"type": "Conditional", "name": name, "predicate": pred, "children": self._children(m, path)}
+            taken = _predicate_without_input(m)
+            if taken is None:  # the predicate reads its input: decided per step by a C callback
+                pred = _callback_name(m, path, m.predicate, "predicate")
+                return {"type": "Conditional", "name": name, "predicate": pred, "children": self._children(m, path)}
+            # Resolved here (e.g. `not module.training`): the branch the exported module takes,
+            # under its own name so tensor names stay; the other branch's tensors are left out.
+            pick = "0" if taken else "1"
+            for key, child in m._modules.items():
+                if key != pick and child is not None:
+                    self.dropped.append(_join(path, key))
+            child = m._modules.get(pick)
+            if child is None:  # predicate false and no on_false: the input passes through
+                return {"type": "Identity", "name": name}
+            return {"type": "Sequential", "name": name, "children": [self.node(child, pick, _join(path, pick))]}
         skip = getattr(co, "Skip", None)
         if skip is not None and isinstance(m, skip):
             return {"type": "Skip", "name": name, "steps": int(m.steps)}
@@ -631,13 +683,20 @@ class _Walker:
                 "takes_time": takes_time}
 
 
-def to_network(module):
-    """The network JSON (as a Python dict) and the list of state_dict names it uses."""
+def _walk(module):
+    """The network JSON (as a Python dict), the list of state_dict names it uses, and the module
+    paths whose tensors it leaves out (Conditional branches resolved at export)."""
     if not isinstance(module, nn.Module):
         raise ExportError("export() needs a torch.nn.Module, got %s" % type(module).__name__)
     w = _Walker()
     net = w.node(module, "", "")
-    return net, w.expected
+    return net, w.expected, w.dropped
+
+
+def to_network(module):
+    """The network JSON (as a Python dict) and the list of state_dict names it uses."""
+    net, expected, _ = _walk(module)
+    return net, expected
 
 
 # ---- safetensors ------------------------------------------------------------------------------
@@ -736,13 +795,15 @@ def export(module, path, input_shape=None):
     Returns the network JSON (a dict). Raises ExportError for unsupported modules, naming the
     class and its dotted path in the network.
     """
-    net, expected = to_network(module)
+    net, expected, dropped = _walk(module)
     sd = module.state_dict()
     names = list(sd.keys())
     missing = [n for n in expected if n not in sd]
     if missing:
         raise ExportError("state_dict lacks tensors the network needs: %s" % ", ".join(missing))
     exp = set(expected)
+    unused = tuple(p + "." for p in dropped)
+    names = [n for n in names if n in exp or not n.startswith(unused)]  # untaken branches are not written
     extra = [n for n in names if n not in exp]
     if extra:
         raise ExportError("state_dict holds tensors no exported module uses (a module with extra parameters or "

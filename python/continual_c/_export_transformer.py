@@ -41,8 +41,8 @@ What the exported modules compute (N = sequence_len):
   exactly what the exported model's forward gives).
 
 Reference (continual 1.2.4) modules are exported as they are built (tensor names = their
-state_dict): SingleOutput/RetroactiveMultiheadAttention (only batch_first=True with
-embed_dim_second=True), SelectOrDelay, RetroactiveUnity, RetroactiveLambda, NaiveResidual
+state_dict): SingleOutput/RetroactiveMultiheadAttention (any batch_first / embed_dim_second: the
+model file's clips are (B, E, T), steps (B, E)), SelectOrDelay, RetroactiveUnity, RetroactiveLambda, NaiveResidual
 (-> BroadcastReduce sum of a transparent Identity and `fn`), BroadcastReduce(reduce=
 sum_last_pairs), co.Lambda(nn.LayerNorm) (-> a Sequential named like the Lambda holding a
 ChannelLayerNorm named `fn`, so its tensors stay `<path>.fn.weight`), co.Lambda(module,
@@ -460,12 +460,9 @@ def node(walker, m, name, path):
         ra = getattr(co, "RetroactiveMultiheadAttention", None)
         if (so is not None and isinstance(m, so)) or (ra is not None and isinstance(m, ra)):
             retro = ra is not None and isinstance(m, ra)
-            bf, eds = bool(m.batch_first), bool(getattr(m, "embed_dim_second", False))
-            if not (bf and eds):
-                _fail(m, path, "only batch_first=True with embed_dim_second=True is supported (continual-c "
-                      "attentions take (B, E, T) clips and (B, E) steps; got batch_first=%s, embed_dim_second=%s). "
-                      "Build the module with that layout, or wrap an nn.MultiheadAttention in "
-                      "continual_c.ContinualAttention" % (bf, eds))
+            # Any layout: a step is a (B, E) frame in every layout; clips are (B, E, T) in the model
+            # file whatever the module's batch_first / embed_dim_second, i.e. the reference's
+            # (B, T, E) or (T, B, E) clips are transposed at the boundary (decisions.md).
             if retro:
                 return _mha_node(walker, m, name, path, "retroactive", m.sequence_len)
             return _mha_node(walker, m, name, path, "single_output", m.sequence_len, m.query_index,

@@ -1,15 +1,21 @@
 /*
  * linear.c — Linear along one dimension of each frame.
  *
- * Decision (semantics.md Q14): a negative channel_dim counts from the end of the FRAME
- * (B, C, *S), so channel_dim=-1 on a network without spatial dims projects the channels in
- * every mode (torch.nn.Linear on a (B, C, T) clip would mix time, which no stream can do).
- * With spatial dims, -1 is the last spatial dim, as in torch.
+ * A negative channel_dim counts against the clip (B, C, T, *S), as the reference's forward
+ * reads it, wherever that names the channel or a spatial dim (co.Linear(2048, 400,
+ * channel_dim=-4) in CoResNet's head is the channel dim of a 5-d clip). Decision (semantics.md
+ * Q14): where it would name time, it counts from the end of the FRAME (B, C, *S) instead, so
+ * channel_dim=-1 on a network without spatial dims projects the channels in every mode
+ * (torch.nn.Linear on a (B, C, T) clip would mix time, which no stream can do). Both counts
+ * agree on every spatial dim.
  */
 #include <string.h>
 
 #include "core/build.h"
 #include "kernels/gemm.h"
+
+/* dim 2 of the clip (B, C, T, *S) is time */
+enum { CO_CLIP_TIME_DIM = 2 };
 
 typedef struct linear_params {
     int64_t in_f, out_f;
@@ -24,7 +30,7 @@ static co_status linear_resolve(const co_op *op, const co_tshape *in, co_oprt *r
     const linear_params *p = op->params;
     const int t = in->has_time, frame_ndim = in->ndim - t;
     int axis;
-    if (p->channel_dim < 0) {
+    if (p->channel_dim < 0 && p->channel_dim + frame_ndim + 1 == CO_CLIP_TIME_DIM) { /* Q14 */
         int fa = frame_ndim + p->channel_dim; /* axis of the frame */
         axis = fa < 1 ? -1 : (fa >= 2 ? fa + t : fa);
     } else {

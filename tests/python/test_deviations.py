@@ -127,6 +127,26 @@ def test_q14_linear_last_dim_on_bct_is_per_frame(tmp_path):
         assert_close(y_step, ref, what="reference forward_step projects C too")
 
 
+def test_linear_negative_channel_dim_counts_against_the_clip(tmp_path):
+    """co.Linear(8, 5, channel_dim=-4) on (B, 8, T, H, W) clips (CoResNet's head): the reference's forward
+    reads -4 against the 5-d clip, i.e. the channel dim; continual-c does the same in every mode (where
+    -4 would name the batch of a frame). The reference's own steps swap the batch axis and are not the
+    oracle: the per-frame channel projection is."""
+    seed(53)
+    co = _co()
+    if co is None:
+        pytest.skip("reference package not found")
+    net = co.Sequential(co.Conv3d(3, 8, (3, 1, 1), padding=(1, 0, 0)), co.Linear(8, 5, channel_dim=-4))
+    x = torch.randn(2, 3, 5, 3, 2)
+    with torch.no_grad():
+        ref = net(x)  # the reference's forward: projection over dim 1
+        h = net[0](x)
+        per_frame = torch.einsum("bcthw,oc->bothw", h, net[1].weight) + net[1].bias.view(1, 5, 1, 1, 1)
+    assert_close(ref, per_frame, 1e-5, "the reference's forward projects the channels")
+    model = export_load(net, tmp_path, input_shape=(3, 3, 2))
+    check_modes(model, x, ref)
+
+
 # ---- Q22: Delay auto_shrink "centered" -------------------------------------------------------------------
 @pytest.mark.parametrize("d", [1, 2])
 def test_q22_delay_centered_steps_equal_forward(tmp_path, d):

@@ -142,8 +142,8 @@ def test_routing_export_errors():
         continual_c.to_network(co.Sequential(co.Broadcast(2), co.Parallel(co.Identity(), co.Identity()),
                                              co.Reduce(lambda xs: xs[0])))
 
-    with pytest.raises(continual_c.ExportError, match=r"predicate.*__name__"):
-        continual_c.to_network(co.Conditional(lambda m, x: True, co.Identity()))
+    with pytest.raises(continual_c.ExportError, match=r"predicate.*__name__"):  # reads x: needs a named callback
+        continual_c.to_network(co.Conditional(lambda m, x: bool(x.mean() > 0), co.Identity()))
 
 
 def test_broadcast_count_mismatch_is_a_load_error(tmp_path):
@@ -227,18 +227,17 @@ def not_training(module, x):
 
 
 def test_conditional_reference_example(tmp_path):
-    """The reference docstring: softmax only at inference. The callback answers for the deployed model."""
+    """The reference docstring: softmax only at inference."""
     seed(307)
     net = co.Sequential(co.Conv1d(3, 4, 3, padding=1), co.Conditional(not_training, nn.Softmax(dim=1)))
     net.eval()
     x = torch.randn(2, 3, 8)
     path = tmp_path / "sm.safetensors"
     continual_c.export(net, str(path), input_shape=(3,))
-    model = continual_c.load(str(path), callbacks={"not_training": lambda a: True})
+    # the predicate reads only module.training: resolved at export, no callback at load
+    assert "predicate" not in continual_c.to_network(net)[0]["children"][1]
+    model = continual_c.load(str(path))
     check_modes(model, x, _co_forward(net, x))
-    off = continual_c.load(str(path), callbacks={"not_training": lambda a: False})
-    with torch.no_grad():
-        assert_close(off.forward(x), net[0](x), 1e-6, "predicate false: no softmax")
 
 
 def test_conditional_needs_its_callback(tmp_path):
@@ -392,3 +391,33 @@ def test_parallel_after_parallel_with_missing_entries_q15(tmp_path):
         net.clean_state()
         for t in range(2):
             net.forward_step(x[:, :, t])
+
+
+# ---- Conditional resolved at export ------------------------------------------------------------------
+@pytest.mark.parametrize("training_branch", [False, True])
+def test_conditional_resolved_at_export(tmp_path, training_branch):
+    """A predicate that does not read its input is evaluated when exporting: the branch the eval-mode
+    module takes is written (tensor names kept), the other branch's tensors are left out, and the model
+    loads with no callback. on_true = softmax (eval), on_false = a conv (taken when the predicate is
+    inverted), which has tensors that must then be the only ones in the file."""
+    seed(306)
+    pred = (lambda m, *a: m.training) if training_branch else not_training
+    net = co.Sequential(co.Conv1d(3, 4, 3, padding=1),
+                        co.Conditional(pred, nn.Softmax(dim=1), co.Conv1d(4, 2, 1))).eval()
+    node = continual_c.to_network(net)[0]["children"][1]
+    assert node["type"] == "Sequential" and "predicate" not in node
+    assert node["children"][0]["name"] == ("1" if training_branch else "0")
+    path = tmp_path / "cond_resolved.safetensors"
+    continual_c.export(net, str(path), input_shape=(3,))
+    _, _, _, tensors = continual_c.read_model_file(str(path))
+    assert any(k.startswith("1.1.") for k in tensors) == training_branch
+    model = continual_c.load(str(path))  # no callback needed
+    x = torch.randn(2, 3, 9)
+    theirs = co_steps(net, x)
+    check_with_step_oracle(model, x, _co_forward(net, x), step_oracle_from(theirs),
+                           pad_end_ref=_co_forward(net, x))
+
+
+def test_conditional_false_without_on_false_is_identity():
+    net = co.Conditional(lambda m, *a: m.training, nn.Softmax(dim=1)).eval()
+    assert continual_c.to_network(net)[0] == {"type": "Identity", "name": ""}

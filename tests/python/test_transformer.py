@@ -244,12 +244,48 @@ def test_export_refusals(tmp_path):
     layer = nn.TransformerEncoderLayer(4, 2, 8, activation=lambda t: t * 2)
     with pytest.raises(ExportError, match="activation"):
         continual_c.export(transformer_encoder(layer, 3), p)
-    co = _co()
-    if co is not None:
-        with pytest.raises(ExportError, match="embed_dim_second"):
-            continual_c.export(co.RetroactiveMultiheadAttention(4, 2, sequence_len=3), p)
-        with pytest.raises(ExportError, match="embed_dim_second"):
-            continual_c.export(co.SingleOutputMultiheadAttention(4, 2, sequence_len=3, batch_first=True), p)
+
+
+def _to_bet(y, batch_first, embed_dim_second):
+    """A reference attention clip in its own layout -> (B, E, T)."""
+    if isinstance(y, tuple):  # (output, attention weights)
+        y = y[0]
+    if embed_dim_second:
+        return y
+    return y.permute(0, 2, 1) if batch_first else y.permute(1, 2, 0)
+
+
+@pytest.mark.parametrize("batch_first,embed_dim_second", [(True, False), (False, False), (True, True)])
+def test_attention_layouts_transposed_at_the_boundary(tmp_path, batch_first, embed_dim_second):
+    """co.SingleOutputMultiheadAttention.build_from(nn.MultiheadAttention(E, h, batch_first=...), n) and the
+    reference's other layouts export as built: steps are (B, E) frames in every layout, and the model
+    file's clips are (B, E, T), i.e. the reference's (B, T, E) / (T, B, E) clips transposed."""
+    co = pytest.importorskip("continual")
+    seed(61)
+    E, h, n, T, B = 8, 2, 4, 9, 2
+    kw = dict(embed_dim_second=embed_dim_second) if embed_dim_second else {}
+    so = co.SingleOutputMultiheadAttention.build_from(nn.MultiheadAttention(E, h, batch_first=batch_first),
+                                                      sequence_len=n, **kw).eval()
+    x = torch.randn(B, E, T)
+    x_ref = x if embed_dim_second else (x.permute(0, 2, 1) if batch_first else x.permute(2, 0, 1))
+    with torch.no_grad():
+        fwd = _to_bet(so(x_ref), batch_first, embed_dim_second)
+        so.clean_state()
+        steps = [so.forward_step(x[:, :, t]) for t in range(T)]
+    model = export_load(so, tmp_path, input_shape=(E,))
+    assert_close(model.forward(x), fwd, 1e-5, "forward")
+    s = model.stream(B, (E,))
+    for t in range(T):
+        y = s.forward_step(x[:, :, t].numpy())
+        if steps[t] is None:
+            assert y is None, "step %d" % (t + 1)
+        else:
+            assert_close(y, steps[t], 1e-5, "step %d" % (t + 1))
+    ra = co.RetroactiveMultiheadAttention(E, h, sequence_len=n, batch_first=batch_first, **kw).eval()
+    with torch.no_grad():
+        fwd = _to_bet(ra(x_ref), batch_first, embed_dim_second)
+    model = export_load(ra, tmp_path, input_shape=(E,), name="ra.safetensors")
+    assert_close(model.forward(x), fwd, 1e-5, "retroactive forward")
 
 
 @pytest.mark.no_lib
