@@ -2,8 +2,14 @@
  * model.c — loading a model file: parse the safetensors container, check the metadata,
  * compile the network JSON into the flat plan, and insist every tensor found a module.
  */
+#define _POSIX_C_SOURCE 200809L /* open, fstat, read */
+
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/builder.h"
 #include "io/safetensors.h"
@@ -39,9 +45,10 @@ void co_model_free(co_model *m)
 
 static co_status parse_frame_shape(const char *text, co_model *m)
 {
-    co_status st;
-    cJSON *j = co_json_parse(text, strlen(text), NULL, &st);
-    if (st) return co_error(st, "out of memory parsing frame_shape");
+    co_status st = CO_OK;
+    co_json_error jerr;
+    cJSON *j = co_json_parse(text, strlen(text), NULL, &jerr);
+    if (jerr.status == CO_ERR_OUT_OF_MEMORY) return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory parsing frame_shape");
     int n = j && cJSON_IsArray(j) ? cJSON_GetArraySize(j) : -1;
     if (n < 1 || n > CO_MAX_DIMS - 2) {
         st = co_error(CO_ERR_FORMAT, "metadata frame_shape must be a JSON list of 1 to %d sizes [C, *S]", CO_MAX_DIMS - 2);
@@ -58,7 +65,7 @@ static co_status parse_frame_shape(const char *text, co_model *m)
         }
         m->has_frame_shape = st == CO_OK;
     }
-    cJSON_Delete(j);
+    co_json_delete(j);
     return st;
 }
 
@@ -88,14 +95,15 @@ static co_status compile(co_model *m, co_st_file *file, const co_load_options *o
     m->fingerprint = 1469598103934665603ull;
     for (size_t i = 0; i < nlen; i++) m->fingerprint = (m->fingerprint ^ (uint8_t)network[i]) * 1099511628211ull;
 
-    co_status oom;
-    cJSON *root = co_json_parse(network, nlen, NULL, &oom);
-    if (!root && oom) return co_error(oom, "out of memory parsing the network JSON");
+    co_json_error jerr;
+    cJSON *root = co_json_parse(network, nlen, NULL, &jerr);
+    if (!root && jerr.status == CO_ERR_OUT_OF_MEMORY)
+        return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory parsing the network JSON");
     if (!root)
-        return co_error(CO_ERR_NETWORK, "network is not valid JSON (or nests deeper than %d levels)", CJSON_NESTING_LIMIT);
+        return co_error(CO_ERR_NETWORK, "network is not valid JSON: %s at byte %lld", jerr.what, (long long)jerr.offset);
     co_builder *b = co_calloc(1, sizeof *b);
     if (!b) {
-        cJSON_Delete(root);
+        co_json_delete(root);
         return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory compiling the network");
     }
     b->m = m;
@@ -108,8 +116,7 @@ static co_status compile(co_model *m, co_st_file *file, const co_load_options *o
     int out = 0;
     co_status st = co_build_node(b, root, "", 0, &out, &props);
     co_free(b);
-    co_json_use_allocator();
-    cJSON_Delete(root);
+    co_json_delete(root);
     if (st) return st;
     if (out < 0) return co_error(CO_ERR_NETWORK, "the network ends in a list of streams; end it with a Reduce");
     m->out_value = out;
@@ -165,34 +172,67 @@ co_status co_model_load(const char *path, co_model **out)
     return co_model_load_ex(path, NULL, out);
 }
 
+/* Reads exactly n bytes at the current offset; 0 on success, else errno (EIO at end of file). */
+static int read_exact(int fd, uint8_t *buf, size_t n)
+{
+    while (n) {
+        const ssize_t got = read(fd, buf, n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return got < 0 ? errno : EIO;
+        buf += got;
+        n -= (size_t)got;
+    }
+    return 0;
+}
+
 co_status co_model_load_ex(const char *path, const co_load_options *options, co_model **out)
 {
     if (out) *out = NULL;
     if (!path || !out) return co_error(CO_ERR_INVALID_ARGUMENT, "co_model_load: NULL argument");
-    FILE *f = fopen(path, "rb");
-    if (!f) return co_error(CO_ERR_IO, "cannot open '%s'", path);
-    long long size = -1;
-    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
-    if (size < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return co_error(CO_ERR_IO, "cannot determine the size of '%s' (not a regular file?)", path);
+    /* O_NONBLOCK: opening a FIFO with no writer must not hang; fstat then refuses anything that
+     * is not a regular file (FIFOs, directories, devices such as /dev/zero) before reading. */
+    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return co_error(CO_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        const int e = errno;
+        close(fd);
+        return co_error(CO_ERR_IO, "cannot stat '%s': %s", path, strerror(e));
     }
-    if ((uint64_t)size > CO_MAX_FILE_BYTES || (uint64_t)size > SIZE_MAX) {
-        fclose(f);
-        return co_error(CO_ERR_FORMAT, "'%s' is %lld bytes, larger than supported", path, size);
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return co_error(CO_ERR_IO, "'%s' is not a regular file (%s); give the path of a model file", path,
+                        S_ISDIR(sb.st_mode) ? "a directory" : S_ISFIFO(sb.st_mode) ? "a FIFO" :
+                        S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "a device" : "a special file");
     }
-    void *buf = co_alloc((size_t)size ? (size_t)size : 1);
+    const uint64_t size = (uint64_t)sb.st_size;
+    if (size > CO_MAX_FILE_BYTES || size > SIZE_MAX) {
+        close(fd);
+        return co_error(CO_ERR_FORMAT, "'%s' is %llu bytes, larger than supported", path, (unsigned long long)size);
+    }
+    /* The header length first: a file whose first bytes cannot start a model is refused before
+     * the rest of it is read. */
+    uint8_t prefix[9] = {0};
+    const size_t np = size < sizeof prefix ? (size_t)size : sizeof prefix;
+    int e = read_exact(fd, prefix, np);
+    co_status st = e ? co_error(CO_ERR_IO, "cannot read '%s': %s", path, strerror(e)) : co_st_check_prefix(prefix, np, size);
+    if (st) {
+        close(fd);
+        return st;
+    }
+    uint8_t *buf = co_alloc((size_t)size);
     if (!buf) {
-        fclose(f);
-        return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory reading '%s' (%lld bytes)", path, size);
+        close(fd);
+        return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory reading '%s' (%llu bytes)", path, (unsigned long long)size);
     }
-    size_t got = fread(buf, 1, (size_t)size, f);
-    fclose(f);
-    if (got != (size_t)size) {
+    memcpy(buf, prefix, np);
+    e = read_exact(fd, buf + np, (size_t)size - np);
+    close(fd);
+    if (e) {
         co_free(buf);
-        return co_error(CO_ERR_IO, "short read on '%s'", path);
+        return co_error(CO_ERR_IO, "cannot read '%s': %s", path, e == EIO ? "short read (file changed?)" : strerror(e));
     }
-    co_status st = co_model_load_memory_ex(buf, (size_t)size, options, out);
+    st = co_model_load_memory_ex(buf, (size_t)size, options, out);
     co_free(buf);
     return st;
 }

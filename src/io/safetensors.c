@@ -7,9 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <threads.h>
 
-#define CO_ST_MAX_HEADER 100000000ull
 
 static const struct { const char *name; int bits; } k_dtypes[CO_DT_COUNT] = {
     [CO_DT_BOOL] = {"BOOL", 8},    [CO_DT_U8] = {"U8", 8},          [CO_DT_I8] = {"I8", 8},
@@ -22,42 +20,6 @@ static const struct { const char *name; int bits; } k_dtypes[CO_DT_COUNT] = {
 };
 
 const char *co_dtype_name(co_dtype dt) { return (unsigned)dt < CO_DT_COUNT ? k_dtypes[dt].name : "?"; }
-
-/* cJSON reports a failed allocation as a parse error: remember it, per thread. */
-static _Thread_local int t_json_oom;
-static void *json_alloc(size_t n)
-{
-    void *p = co_alloc(n);
-    if (!p) t_json_oom = 1;
-    return p;
-}
-
-cJSON *co_json_parse(const char *text, size_t len, const char **end, co_status *oom)
-{
-    co_json_use_allocator();
-    t_json_oom = 0;
-    cJSON *j = end ? cJSON_ParseWithLengthOpts(text, len, end, 0) : cJSON_ParseWithLength(text, len);
-    *oom = t_json_oom ? CO_ERR_OUT_OF_MEMORY : CO_OK;
-    if (j && t_json_oom) { /* cannot happen with cJSON's parser, but never trust half a tree */
-        cJSON_Delete(j);
-        j = NULL;
-    }
-    return j;
-}
-static void json_free(void *p) { co_free(p); }
-static void install_hooks(void)
-{
-    cJSON_Hooks hooks = {json_alloc, json_free};
-    cJSON_InitHooks(&hooks);
-}
-
-/* Once per process: the hooks call co_alloc/co_free, which follow co_set_allocator, so they
- * never need setting again (and concurrent loads do not race on cJSON's globals). */
-void co_json_use_allocator(void)
-{
-    static once_flag once = ONCE_FLAG_INIT;
-    call_once(&once, install_hooks);
-}
 
 static int valid_utf8(const uint8_t *s, size_t n)
 {
@@ -153,37 +115,50 @@ static co_status parse_entry(const cJSON *item, co_st_tensor *t)
     return CO_OK;
 }
 
-co_status co_st_parse(const uint8_t *bytes, size_t size, co_st_file *out)
+co_status co_st_check_prefix(const uint8_t *bytes, size_t avail, uint64_t size)
 {
-    memset(out, 0, sizeof *out);
-    if (size < 8) return co_error(CO_ERR_FORMAT, "safetensors: file of %zu bytes is shorter than its 8-byte header length", size);
+    if (size < 8)
+        return co_error(CO_ERR_FORMAT, "safetensors: file of %llu bytes is shorter than its 8-byte header length",
+                        (unsigned long long)size);
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | bytes[i];
     if (n > CO_ST_MAX_HEADER)
-        return co_error(CO_ERR_FORMAT, "safetensors: header length %llu exceeds the limit of %llu", (unsigned long long)n, CO_ST_MAX_HEADER);
+        return co_error(CO_ERR_FORMAT, "safetensors: header length %llu exceeds the limit of %llu", (unsigned long long)n,
+                        (unsigned long long)CO_ST_MAX_HEADER);
     if (n > size - 8)
-        return co_error(CO_ERR_FORMAT, "safetensors: header length %llu runs past the end of the file (%zu bytes)", (unsigned long long)n, size);
+        return co_error(CO_ERR_FORMAT, "safetensors: header length %llu runs past the end of the file (%llu bytes)",
+                        (unsigned long long)n, (unsigned long long)size);
+    if (n < 2 || (avail > 8 && bytes[8] != '{'))
+        return co_error(CO_ERR_FORMAT, "safetensors: header does not start with '{'");
+    return CO_OK;
+}
+
+co_status co_st_parse(const uint8_t *bytes, size_t size, co_st_file *out)
+{
+    memset(out, 0, sizeof *out);
+    co_status pst = co_st_check_prefix(bytes, size, size);
+    if (pst) return pst;
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = (n << 8) | bytes[i];
     const uint8_t *hdr = bytes + 8;
-    if (n < 2 || hdr[0] != '{') return co_error(CO_ERR_FORMAT, "safetensors: header does not start with '{'");
     if (!valid_utf8(hdr, (size_t)n)) return co_error(CO_ERR_FORMAT, "safetensors: header is not valid UTF-8");
     if (memchr(hdr, 0, (size_t)n)) return co_error(CO_ERR_FORMAT, "safetensors: header contains a NUL byte");
 
     const char *end = NULL;
-    co_status oom;
-    cJSON *root = co_json_parse((const char *)hdr, (size_t)n, &end, &oom);
-    if (!root && oom) return co_error(CO_ERR_OUT_OF_MEMORY, "safetensors: out of memory parsing the header");
-    if (!root) {
-        /* cJSON fails on allocation too; tell the two apart only coarsely. */
-        return co_error(CO_ERR_FORMAT, "safetensors: header is not valid JSON (or nests deeper than %d) near byte %lld",
-                        CJSON_NESTING_LIMIT, (long long)(cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - (const char *)hdr : -1));
-    }
+    co_json_error jerr;
+    cJSON *root = co_json_parse((const char *)hdr, (size_t)n, &end, &jerr);
+    if (!root && jerr.status == CO_ERR_OUT_OF_MEMORY)
+        return co_error(CO_ERR_OUT_OF_MEMORY, "safetensors: out of memory parsing the header");
+    if (!root)
+        return co_error(CO_ERR_FORMAT, "safetensors: header is not valid JSON: %s at byte %lld", jerr.what,
+                        (long long)jerr.offset);
     for (const char *p = end; p < (const char *)hdr + n; p++)
         if (*p != ' ' && *p != '\n' && *p != '\t' && *p != '\r') {
-            cJSON_Delete(root);
+            co_json_delete(root);
             return co_error(CO_ERR_FORMAT, "safetensors: header has bytes after its JSON object");
         }
     if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
+        co_json_delete(root);
         return co_error(CO_ERR_FORMAT, "safetensors: header is not a JSON object");
     }
     out->header = root;
@@ -251,8 +226,7 @@ void co_st_free(co_st_file *f)
     if (!f) return;
     co_free(f->tensors);
     if (f->header) {
-        co_json_use_allocator();
-        cJSON_Delete(f->header);
+        co_json_delete(f->header);
     }
     memset(f, 0, sizeof *f);
 }

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "core/op.h"
+#include "io/json.h"
 
 typedef enum co_dtype {
     CO_DT_BOOL, CO_DT_U8, CO_DT_I8, CO_DT_F8_E5M2, CO_DT_F8_E4M3, CO_DT_F8_E8M0, CO_DT_I16, CO_DT_U16,
@@ -35,6 +36,14 @@ typedef struct co_st_file {
     const cJSON *metadata; /* __metadata__ object inside header, or NULL */
 } co_st_file;
 
+/* Largest header safetensors allows (the reference implementation's limit). */
+#define CO_ST_MAX_HEADER 100000000ull
+
+/* Checks the first `avail` bytes of a file of `size` bytes (avail >= 8 unless size < 8): the
+ * header length against the limit and the file size, and, when avail > 8, the header's first
+ * byte. The loader calls it before reading the rest of a file; co_st_parse calls it too. */
+co_status co_st_check_prefix(const uint8_t *bytes, size_t avail, uint64_t size);
+
 /* Parses `bytes` (kept by the caller while the file is used). On failure, nothing to free. */
 co_status co_st_parse(const uint8_t *bytes, size_t size, co_st_file *out);
 void co_st_free(co_st_file *f);
@@ -43,11 +52,5 @@ const char *co_dtype_name(co_dtype dt);
 /* Converts a tensor of a float dtype to float32 into dst (numel floats). CO_ERR_TENSOR otherwise. */
 co_status co_st_to_f32(const co_st_file *f, const co_st_tensor *t, float *dst);
 int64_t co_st_numel(const co_st_tensor *t);
-
-/* Parses JSON text through the allocator hook; *oom = CO_ERR_OUT_OF_MEMORY when the parse
- * failed for lack of memory (then NULL is returned). `end` may be NULL (whole text). */
-cJSON *co_json_parse(const char *text, size_t len, const char **end, co_status *oom);
-/* Routes cJSON's allocations through the library's allocator hook. */
-void co_json_use_allocator(void);
 
 #endif
