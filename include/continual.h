@@ -198,6 +198,49 @@ CO_API size_t co_stream_state_size(const co_stream *stream);
 CO_API co_status co_stream_save(const co_stream *stream, void *buf, size_t size, size_t *written);
 CO_API co_status co_stream_restore(co_stream *stream, const void *buf, size_t size);
 
+/* ---- Many independent streams in one call ---------------------------------------------------
+ * A server holds many streams of one model that started at different times. co_forward_step_streams
+ * steps n of them by one frame each in one call: every stream keeps its own position, state and
+ * phase (and its own save / restore / clean, which work as on any stream), but the products of
+ * each op are computed for all of them at once, so that the weights are read once per op and the
+ * cost approaches that of one lockstep batch of n x B. What the call needs besides the streams
+ * (tables and the scratch of the batched products) is a multi-stream context, created once. */
+typedef struct co_multistream co_multistream;
+
+/* Creates a context for calls over up to `max_streams` (1 .. 65536) streams of `model`, each
+ * created with `batch` and `frame_shape` (C, *S) (NULL: the file's), i.e. each taking input frames
+ * of shape (batch, C, *S). Its scratch is what one step of a lockstep batch of max_streams x batch
+ * needs for the ops that batch their products (convolutions, Linear); models whose shapes name the
+ * batch (a Reshape over it) get no such scratch and step each op stream by stream.
+ * On success *out is a new context owned by the caller (free with co_multistream_free, before
+ * the model; its streams may be freed at any time). On failure *out is NULL.
+ * Statuses: CO_ERR_INVALID_ARGUMENT (NULL model or out, max_streams or batch out of range),
+ * CO_ERR_SHAPE (frame shape invalid for the model, or none recorded and none given),
+ * CO_ERR_OUT_OF_MEMORY. A context may be used by one thread at a time; one context per thread
+ * serves any number of disjoint sets of streams. */
+CO_API co_status co_multistream_create(const co_model *model, int max_streams, int batch,
+                                       const co_shape *frame_shape, co_multistream **out);
+CO_API void co_multistream_free(co_multistream *ctx); /* NULL is a no-op */
+
+/* Steps streams[0 .. n) by one frame each: stream i reads x[i] (its input frame, (B, C, *S) as
+ * co_stream_input_shape) and, when has_output[i] is set to 1, its output frame is written to
+ * y[i] (co_stream_output_shape floats; left untouched when has_output[i] is 0). For each stream the
+ * result is what co_forward_step(streams[i], x[i], y[i], &has_output[i], update_state) gives, to
+ * float rounding (the products are the same, their summation order may differ by a few ulps).
+ * With update_state = 0 every stream is peeked: its state is left bit-identical.
+ * Contract: 0 <= n <= the context's max_streams (n = 0 does nothing); every stream was created
+ * from the context's model with its batch and frame shape; no stream appears twice; no pointer
+ * is NULL; the y[i] do not overlap each other or any x[j] (x[i] may be shared). The streams must
+ * not be used by another thread during the call. Ownership: nothing is kept; the caller's
+ * buffers are read and written only during the call.
+ * Everything is checked before any stream is touched: a refused call leaves every stream
+ * bit-identical. Statuses: CO_ERR_INVALID_ARGUMENT (NULL pointer, n out of range, a stream of
+ * another model, a duplicate stream), CO_ERR_SHAPE (a stream of another batch or frame shape).
+ * Allocates nothing. */
+CO_API co_status co_forward_step_streams(co_multistream *ctx, co_stream *const *streams, int n,
+                                         const float *const *x, float *const *y, int *has_output,
+                                         int update_state);
+
 #ifdef __cplusplus
 }
 #endif

@@ -400,13 +400,53 @@ def _predicate_without_input(m):
 
 # ---- the walk --------------------------------------------------------------------------------
 class _Walker:
-    def __init__(self):
+    def __init__(self, root=None, input_shape=None, callbacks=()):
         self.co = _co()
         self.leaf = _torch_leaf_classes()
         self.torch_conv = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
         self.builtins = _builtin_functions()
         self.expected = []  # state_dict names the network needs (params and buffers)
         self.dropped = []  # module paths whose tensors the network does not use (untaken Conditional branches)
+        # traced frame-local code (_trace.py): the root and frame shape to record the inputs each
+        # module sees (lazily, on the first module that needs tracing), the Lambda functions to keep
+        # as C callbacks instead, and the constant tensors the Graph nodes add to the file
+        self.root = root
+        self.input_shape = input_shape
+        self.callbacks = set(callbacks or ())
+        self.recorded = None
+        self.extra_tensors = {}
+
+    # ---- traced frame-local code (see _trace.py) ----
+    def _recorded_input(self, m, path, what):
+        from . import _trace
+
+        if self.root is None or self.input_shape is None:
+            _fail(m, path, "%s is traced into a Graph of primitive ops, which needs the frame shape: pass "
+                  "input_shape=(C, *S) to export()" % what)
+        if self.recorded is None:
+            self.recorded = _trace.capture_inputs(self.root, self.input_shape, self.co)
+        x = self.recorded.get(id(m))
+        if x is None:
+            _fail(m, path, "%s is traced into a Graph, but running the network once on a clip did not reach it "
+                  "(its input shape is unknown)" % what)
+        return x
+
+    def _add_graph(self, path, node, claimed, extra):
+        for n in claimed:
+            self.expected.append(_join(path, n))
+        for k, v in extra.items():
+            full = _join(path, k)
+            self.extra_tensors[full] = v
+            self.expected.append(full)
+        return node
+
+    def _trace_module(self, m, name, path):
+        from . import _trace
+        from ._export_transformer import _in_token_scope
+
+        x = self._recorded_input(m, path, "custom module code")
+        node, claimed, extra = _trace.module_graph(m, name, path, x, token_scope=_in_token_scope(self))
+        return self._add_graph(path, node, claimed, extra)
 
     def _co_reduce_name(self, m, path):
         co = self.co
@@ -478,7 +518,7 @@ class _Walker:
         for cls, nd in self.torch_conv.items():
             if isinstance(m, cls):
                 if type(m).forward is not cls.forward:
-                    _fail(m, path, "subclass of %s with its own forward() is not supported" % cls.__name__)
+                    return self._trace_module(m, name, path)  # its own forward: traced
                 node, tens = _conv_node(m, name, path, nd, m.padding_mode)
                 self._leaf_tensors(path, tens)
                 return node
@@ -489,7 +529,7 @@ class _Walker:
             for nd in (1, 2, 3):
                 cls = getattr(nn, "%sPool%dd" % (kind, nd))
                 if isinstance(m, cls):
-                    if type(m).forward is not cls.forward:
+                    if type(m).forward is not cls.forward:  # a temporal window: not frame-local code
                         _fail(m, path, "subclass of %s with its own forward() is not supported" % cls.__name__)
                     return _pool_node(m, name, path, kind, nd, "zeros")
         for kind in ("Avg", "Max"):
@@ -501,14 +541,16 @@ class _Walker:
                           "supported)" % (kind, nd))
         for cls in (nn.RNN, nn.GRU, nn.LSTM):
             if isinstance(m, cls):
-                if type(m).forward is not cls.forward:
+                if type(m).forward is not cls.forward:  # recurrent state cannot be traced into a frame-local graph
                     _fail(m, path, "subclass of %s with its own forward() is not supported" % cls.__name__)
                 node, tens = _rnn_node(m, name, path)
                 self._leaf_tensors(path, tens)
                 return node
         t = _find_torch_type(m, self.leaf)
         if t is None:
-            _fail(m, path, "module type not supported by continual-c (see docs/format.md for the supported list)")
+            # any other module (custom code, the module inside co.forward_stepping): traced with torch.fx
+            # into a Graph of primitive ops (docs/format.md "Graph nodes"; _trace.py)
+            return self._trace_module(m, name, path)
         return self._torch_leaf(m, name, path, t)
 
     def _linear(self, m, name, path, channel_dim):
@@ -643,11 +685,21 @@ class _Walker:
 
     def _lambda(self, m, name, path):
         co = self.co
-        for attr in ("forward_only_fn", "forward_step_only_fn", "forward_steps_only_fn"):
-            if getattr(m, attr, None) is not None:
-                _fail(m, path, "co.Lambda with a call-mode specific function (%s) is not supported" % attr)
         fn = m.fn
         takes_time = bool(getattr(m, "takes_time", False))
+        special = [(attr, getattr(m, attr, None)) for attr in ("forward_only_fn", "forward_step_only_fn",
+                                                               "forward_steps_only_fn")]
+        special = [(a, f) for a, f in special if f is not None]
+        if special:
+            # accepted only when every mode runs one function (then it is that function)
+            fns = [f for _, f in special] + ([fn] if fn is not None else [])
+            step_fn = dict(special).get("forward_step_only_fn", fn)
+            if any(f is not fns[0] for f in fns) or (fn is None and len(special) < 3):
+                _fail(m, path, "co.Lambda with a call-mode specific function (%s) is not supported (only when the "
+                      "step and forward functions are the same function)" % ", ".join(a for a, _ in special))
+            if takes_time and step_fn is not fn:
+                takes_time = False  # the step function gets the frame as it is
+            fn = fns[0]
         closure = getattr(co, "closure", None)
         if closure is not None:
             if fn is getattr(closure, "_unity", None):  # co.Identity()
@@ -668,34 +720,61 @@ class _Walker:
             return {"type": "Zero", "name": name}
         if fn is torch.ones_like:  # co.One()
             return {"type": "One", "name": name}
-        if isinstance(fn, nn.Module):  # a functor: element-wise torch modules only, named "fn" in the state_dict
+        if isinstance(fn, nn.Module):  # a functor, named "fn" in the state_dict
             t = _find_torch_type(fn, self.leaf)
-            if t is None or not (t in _ELEMENTWISE_FUNCTORS or t in _DROPOUT):
-                _fail(m, path, "co.Lambda wrapping %s is not supported (only element-wise activations and "
-                      "dropouts)" % _cls(fn))
-            return {"type": "Sequential", "name": name, "children": [self._torch_leaf(fn, "fn", _join(path, "fn"), t)]}
+            if t is not None and (t in _ELEMENTWISE_FUNCTORS or t in _DROPOUT):
+                return {"type": "Sequential", "name": name,
+                        "children": [self._torch_leaf(fn, "fn", _join(path, "fn"), t)]}
+            return self._trace_lambda(m, name, path, fn, takes_time, functor=fn)  # other modules: traced
         hit = self.builtins.get(id(fn))
         if hit is not None and hit[0] is fn:
             return {"type": "Lambda", "name": name, "function": hit[1], "takes_time": takes_time}
         if not callable(fn):
             _fail(m, path, "co.Lambda without a function")
-        return {"type": "Lambda", "name": name, "function": _callback_name(m, path, fn, "function"),
-                "takes_time": takes_time}
+        nm = getattr(fn, "__name__", None)
+        if isinstance(nm, str) and (nm in self.callbacks or fn in self.callbacks):
+            # export(..., callbacks=[...]): kept as a C callback looked up by name at load
+            return {"type": "Lambda", "name": name, "function": _callback_name(m, path, fn, "function"),
+                    "takes_time": takes_time}
+        return self._trace_lambda(m, name, path, fn, takes_time)
+
+    def _trace_lambda(self, m, name, path, fn, takes_time, functor=None):
+        from . import _trace
+
+        x = self._recorded_input(m, path, "the co.Lambda function")
+        node, claimed, extra = _trace.function_graph(m, fn, name, path, x, takes_time, functor=functor)
+        return self._add_graph(path, node, claimed, extra)
 
 
-def _walk(module):
+def _walk(module, input_shape=None, callbacks=(), walker=None):
     """The network JSON (as a Python dict), the list of state_dict names it uses, and the module
-    paths whose tensors it leaves out (Conditional branches resolved at export)."""
+    paths whose tensors it leaves out (Conditional branches resolved at export). `walker` (a list)
+    receives the walker (its extra_tensors: the constants of traced Graph nodes)."""
     if not isinstance(module, nn.Module):
         raise ExportError("export() needs a torch.nn.Module, got %s" % type(module).__name__)
-    w = _Walker()
+    w = _Walker(module, _frame_shape(input_shape), callbacks)
+    if walker is not None:
+        walker.append(w)
     net = w.node(module, "", "")
     return net, w.expected, w.dropped
 
 
-def to_network(module):
-    """The network JSON (as a Python dict) and the list of state_dict names it uses."""
-    net, expected, _ = _walk(module)
+def _frame_shape(input_shape):
+    if input_shape is None:
+        return None
+    if isinstance(input_shape, int):
+        input_shape = (input_shape,)
+    fs = [int(d) for d in input_shape]
+    if not fs or any(d < 1 for d in fs):
+        raise ExportError("input_shape must be the per-frame shape (C, *S) of positive ints, got %r"
+                          % (tuple(input_shape),))
+    return fs
+
+
+def to_network(module, input_shape=None, callbacks=()):
+    """The network JSON (as a Python dict) and the list of state_dict names it uses (with the
+    constants traced Graph nodes add). input_shape, callbacks: as for export()."""
+    net, expected, _ = _walk(module, input_shape, callbacks)
     return net, expected
 
 
@@ -787,18 +866,28 @@ def _tensor_to_numpy(name, t):
     return t.to(torch.int64).contiguous().numpy().astype("<i8", copy=False)
 
 
-def export(module, path, input_shape=None):
+def export(module, path, input_shape=None, callbacks=()):
     """Write `module` (torch.nn or continual) to `path` as a continual-c model file.
 
     input_shape: optional per-frame shape without batch and time, e.g. (3, 16, 16) for clips
     (B, 3, T, 16, 16); stored as "frame_shape" so that streams can be created without a shape.
+    It is required when the network holds code that is traced (custom modules, co.forward_stepping
+    modules, co.Lambda functions: docs/format.md "Graph nodes"): the exporter runs the network once
+    on a small clip to learn the frame shape each of them sees.
+    callbacks: names (or functions) of co.Lambda functions kept as C callbacks given at load
+    (co_load_options) instead of being traced.
     Returns the network JSON (a dict). Raises ExportError for unsupported modules, naming the
     class and its dotted path in the network.
     """
-    net, expected, dropped = _walk(module)
+    walkers = []
+    net, expected, dropped = _walk(module, input_shape, callbacks, walkers)
     sd = module.state_dict()
+    graph_consts = walkers[0].extra_tensors  # constants of traced Graph nodes ("<path>.__graph_const<k>")
+    clash = [n for n in graph_consts if n in sd]
+    if clash:
+        raise ExportError("traced graph constants clash with state_dict names: %s" % ", ".join(clash))
     names = list(sd.keys())
-    missing = [n for n in expected if n not in sd]
+    missing = [n for n in expected if n not in sd and n not in graph_consts]
     if missing:
         raise ExportError("state_dict lacks tensors the network needs: %s" % ", ".join(missing))
     exp = set(expected)
@@ -811,6 +900,8 @@ def export(module, path, input_shape=None):
     tensors = {}
     for n in names:
         tensors[n] = _tensor_to_numpy(n, sd[n])
+    for n, v in graph_consts.items():
+        tensors[n] = np.ascontiguousarray(v, dtype="<f4")
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -1,7 +1,7 @@
 /*
  * builder.c — compiling the network JSON into ops: the helpers module families use to read
- * hyper-parameters and tensors (each failure names the node and the key), the registry of
- * module types, and the recursion over nodes.
+ * hyper-parameters and tensors (each failure names the node and the key), the registry (the
+ * list of the families' tables of module types), and the recursion over nodes.
  */
 #include <math.h>
 #include <stdio.h>
@@ -23,64 +23,51 @@ void co_props_frame_local(co_props *p)
 }
 
 /* ---- registry ---- */
-static const struct { const char *type; co_build_fn fn; } k_registry[] = {
-    {"Sequential", co_build_sequential},
-    {"BroadcastReduce", co_build_broadcast_reduce},
-    {"Broadcast", co_build_broadcast},
-    {"Parallel", co_build_parallel},
-    {"ParallelDispatch", co_build_parallel_dispatch},
-    {"Reduce", co_build_reduce},
-    {"Conditional", co_build_conditional},
-    {"Skip", co_build_utility},
-    {"Reshape", co_build_utility},
-    {"Add", co_build_utility},
-    {"Multiply", co_build_utility},
-    {"Constant", co_build_utility},
-    {"Zero", co_build_utility},
-    {"One", co_build_utility},
-    {"Lambda", co_build_utility},
-    {"Conv1d", co_build_conv},
-    {"Conv2d", co_build_conv},
-    {"Conv3d", co_build_conv},
-    {"Linear", co_build_linear},
-    {"Delay", co_build_delay},
-    {"ChannelLayerNorm", co_build_transformer_part},
-    {"RecyclingPositionalEncoding", co_build_transformer_part},
-    {"SelectOrDelay", co_build_transformer_part},
-    {"RetroactiveUnity", co_build_transformer_part},
-    {"SqueezeLast", co_build_transformer_part},
-    {"RetroactiveLambda", co_build_transformer_part},
-    {"SingleOutputMultiheadAttention", co_build_attention},
-    {"RetroactiveMultiheadAttention", co_build_attention},
-    {"RNN", co_build_rnn},
-    {"GRU", co_build_rnn},
-    {"LSTM", co_build_rnn},
-    {"AvgPool1d", co_build_pool},
-    {"AvgPool2d", co_build_pool},
-    {"AvgPool3d", co_build_pool},
-    {"MaxPool1d", co_build_pool},
-    {"MaxPool2d", co_build_pool},
-    {"MaxPool3d", co_build_pool},
-    {"AdaptiveAvgPool2d", co_build_pool},
-    {"AdaptiveAvgPool3d", co_build_pool},
-    {"AdaptiveMaxPool2d", co_build_pool},
-    {"AdaptiveMaxPool3d", co_build_pool},
-    {"Identity", co_build_identity},
-    {"Dropout", co_build_identity},
-    {"Dropout1d", co_build_identity},
-    {"Dropout2d", co_build_identity},
-    {"Dropout3d", co_build_identity},
-    {"AlphaDropout", co_build_identity},
-    {"FeatureAlphaDropout", co_build_identity},
+/* The families' tables (each family file owns the table of its types, see build.h), in the
+ * order they are searched. A type must be registered once (tests/c/test_registry.c checks). */
+static const co_module_list k_families[] = {
+    co_container_modules, co_utility_modules,   co_conv_modules, co_linear_modules, co_delay_modules,
+    co_transformer_modules, co_attention_modules, co_rnn_modules, co_pool_modules,   co_activation_modules,
+    co_norm_modules,        co_graph_modules,
 };
+enum { K_FAMILIES = sizeof k_families / sizeof k_families[0] };
 
-co_build_fn co_registry_find(const char *type)
+int co_registry_find(const char *type, co_module_reg *out)
 {
-    for (size_t i = 0; i < sizeof k_registry / sizeof k_registry[0]; i++)
-        if (strcmp(k_registry[i].type, type) == 0) return k_registry[i].fn;
-    if (co_is_activation_type(type)) return co_build_activation;
-    if (co_is_norm_type(type)) return co_build_norm;
+    co_module_reg r;
+    for (size_t f = 0; type && f < K_FAMILIES; f++)
+        for (size_t i = 0; k_families[f](i, &r); i++)
+            if (r.type && strcmp(r.type, type) == 0) {
+                *out = r;
+                return 1;
+            }
+    return 0;
+}
+
+size_t co_registry_count(void)
+{
+    size_t n = 0;
+    co_module_reg r;
+    for (size_t f = 0; f < K_FAMILIES; f++)
+        for (size_t i = 0; k_families[f](i, &r); i++) n += r.type != NULL;
+    return n;
+}
+
+const char *co_registry_name(size_t k)
+{
+    co_module_reg r;
+    for (size_t f = 0; f < K_FAMILIES; f++)
+        for (size_t i = 0; k_families[f](i, &r); i++)
+            if (r.type && k-- == 0) return r.type;
     return NULL;
+}
+
+int co_build_variant(const co_builder *b)
+{
+    co_module_reg r;
+    if (b->cur_node < 0 || b->cur_node >= b->m->n_nodes || !co_registry_find(b->m->nodes[b->cur_node].type, &r))
+        return -1;
+    return r.variant;
 }
 
 /* ---- keys: every key a node has must be read by its builder ---- */
@@ -95,6 +82,25 @@ static const cJSON *get_key(co_builder *b, const cJSON *node, const char *key)
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(node, key);
     if (item) touch(b, item);
     return item;
+}
+
+const cJSON *co_get_json(co_builder *b, const cJSON *node, const char *key) { return get_key(b, node, key); }
+
+co_status co_read_object(co_builder *b, const cJSON *obj, const char *path, co_object_fn fn, void *ctx)
+{
+    if (!cJSON_IsObject(obj)) return co_error(CO_ERR_NETWORK, "%s: must be a JSON object", path);
+    const int d = b->depth; /* the object's keys are recorded one level down, where a child's would be */
+    if (d + 1 >= CO_MAX_DEPTH) return co_error(CO_ERR_NETWORK, "%s: nests deeper than %d levels", path, CO_MAX_DEPTH);
+    b->depth = d + 1;
+    b->n_touched[d + 1] = 0;
+    co_status st = fn(b, obj, path, ctx);
+    for (const cJSON *k = obj->child; k && !st; k = k->next) {
+        int seen = 0;
+        for (int i = 0; i < b->n_touched[d + 1] && !seen; i++) seen = b->touched[d + 1][i] == k;
+        if (!seen) st = co_error(CO_ERR_NETWORK, "%s: unknown key '%.64s'", path, k->string ? k->string : "?");
+    }
+    b->depth = d;
+    return st;
 }
 
 co_status co_get_int(co_builder *b, const cJSON *node, const char *path, const char *key, int required, int64_t def,
@@ -390,6 +396,25 @@ static void drop_params(const co_op_class *cls, void *params)
     }
 }
 
+/* Leading outputs value v loses (0 for the network input): its producer's lost_out. Ops are
+ * emitted in order, so the producer is already in the list being built. */
+static int64_t value_lost(const co_model *m, int v)
+{
+    for (int i = m->n_ops - 1; i >= 0; i--)
+        if (m->ops[i].out == v) return m->ops[i].lost_out;
+    return 0;
+}
+
+int64_t co_first_emitted_window(int64_t lost_in, int64_t stride, int64_t padding, int64_t span)
+{
+    if (lost_in == 0) { /* Q27: the first window that ends at or after the first frame */
+        const int64_t need = padding - (span - 1); /* j * stride >= need */
+        return need <= 0 ? 0 : (need + stride - 1) / stride;
+    }
+    /* the first window that starts at or after the first frame the stream has */
+    return (lost_in + padding + stride - 1) / stride;
+}
+
 co_op *co_emit(co_builder *b, const co_op_class *cls, const char *path, int n_in, const int *in, void *params)
 {
     co_model *m = b->m;
@@ -418,6 +443,24 @@ co_op *co_emit(co_builder *b, const co_op_class *cls, const char *path, int n_in
         m->ops = ops;
         m->cap_ops = cap;
     }
+    /* Leading outputs the inputs lose (Q27/B1). A window op emits output j at the tick its last
+     * frame arrives whatever the loss, so branches stay aligned tick by tick and a reduction
+     * (which runs only when every input is present) pairs equal indices; its stream starts at the
+     * latest branch. */
+    int64_t lost = 0;
+    for (int i = 0; i < n_in; i++) {
+        const int64_t li = value_lost(m, in[i]);
+        if (li > lost) lost = li;
+    }
+    if (lost > 0 && cls->whole_stream) {
+        drop_params(cls, params);
+        b->emit_status = co_error(CO_ERR_UNSUPPORTED,
+                                  "%s: follows a convolution or pool whose padding is at least its kernel, whose first "
+                                  "%lld output(s) are made of padding only and never reach a step; this module depends "
+                                  "on every earlier frame, so its steps could not equal torch's forward. Make that "
+                                  "padding smaller than the kernel", path[0] ? path : "<root>", (long long)lost);
+        return NULL;
+    }
     char *p = co_strdup(path[0] ? path : "<root>"); /* messages name the module */
     if (!p) {
         drop_params(cls, params);
@@ -432,6 +475,7 @@ co_op *co_emit(co_builder *b, const co_op_class *cls, const char *path, int n_in
     for (int i = 0; i < n_in; i++) op->in[i] = in[i];
     op->out = m->n_values++;
     op->params = params;
+    op->lost_in = op->lost_out = lost;
     return op;
 }
 
@@ -537,9 +581,12 @@ co_status co_build_node(co_builder *b, const cJSON *node, const char *parent_pat
     size_t at = plen;
     if (plen && nlen) path[at++] = '.';
     memcpy(path + at, name->valuestring, nlen + 1);
-    co_build_fn fn = co_registry_find(type->valuestring);
-    if (!fn)
-        return co_error(CO_ERR_NETWORK, "%s: unknown module type '%.64s'", path[0] ? path : "<root>", type->valuestring);
+    co_module_reg reg;
+    if (!co_registry_find(type->valuestring, &reg))
+        return co_error(CO_ERR_NETWORK,
+                        "%s: unknown module type '%.64s' (not supported by this version of continual-c: re-export the "
+                        "model with the matching exporter, or see docs/format.md for the supported types)",
+                        path[0] ? path : "<root>", type->valuestring);
 
     int index = 0, saved_node = b->cur_node;
     co_status st = push_node(b, path, type->valuestring, b->cur_node, &index);
@@ -549,7 +596,7 @@ co_status co_build_node(co_builder *b, const cJSON *node, const char *parent_pat
     b->n_touched[d] = 0;
     touch(b, type);
     touch(b, name);
-    st = fn(b, node, path, in, out, props);
+    st = reg.build(b, node, path, in, out, props);
     b->depth = d;
     if (!st) {
         for (const cJSON *k = node->child; k; k = k->next) {

@@ -66,6 +66,22 @@ typedef struct co_op_class {
                     float *scratch);
     /* Optional: frees rt->ext (ops that resolve more than fits in aux). */
     void (*release)(const co_op *op, co_oprt *rt);
+    /* Optional: one frame of each of n >= 1 independent streams (co_forward_step_streams), so
+     * that their products share the weight reads. Stream i has state states[i], inputs
+     * in[i * op->n_in + k] (NULL where `step` would get NULL) and output buffer out[i]; it gets
+     * what `step` would give it alone (to rounding: same values, possibly another summation
+     * order) and produced[i] = what `step` would return. `rt` is the resolution every stream
+     * shares (same batch B and frame shape). `scratch` holds at least the op's scratch_floats
+     * resolved for a batch of n * B, plus n * (the floats of all its inputs and of its output,
+     * per stream), 64-byte aligned. Touches no state but states[0..n). NULL: the executor
+     * calls `step` per stream. */
+    void (*step_multi)(const co_op *op, const co_oprt *rt, int n, void *const *states, const float *const *in,
+                       float *const *out, int *produced, float *scratch);
+    /* Set for ops whose steps depend on every earlier frame of the stream (recurrences, token
+     * windows, position counters): they cannot run after a module that loses leading outputs
+     * (lost_in > 0), since torch's forward feeds them frames the stream never has; co_emit
+     * refuses that with CO_ERR_UNSUPPORTED instead of computing other numbers. */
+    int whole_stream;
 } co_op_class;
 
 struct co_op {
@@ -79,6 +95,13 @@ struct co_op {
     int end_pad;    /* frames fed when flushing (forward_steps with pad_end) */
     co_fill fill;   /* what those frames are */
     void *params;   /* class-specific, owned by the op */
+    /* Leading outputs of torch's clip computation that the step stream never delivers
+     * (docs/decisions.md Q27): windows made only of start padding cannot be emitted by a step, so
+     * after a conv or pool whose padding is at least its window, the stream starts later than
+     * torch's output. lost_in is that count for the op's inputs (set by co_emit), lost_out for its
+     * output (lost_in unless the op's build function sets it); windowed ops align their phase
+     * to it (B1). */
+    int64_t lost_in, lost_out;
 };
 
 /* Resolves ops[0..n_ops) in order for network input `in` (value 0); values[] gets every value's

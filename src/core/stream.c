@@ -255,26 +255,41 @@ static int inputs_drained(const co_stream *s, const co_op *op)
     return 1;
 }
 
+/* Whether op `op` runs this tick for stream s (all inputs valid; for a merge, any of the leading
+ * ones); *any: some input is valid. */
+static int op_ready(const co_stream *s, const co_op *op, int *any_out)
+{
+    int all = 1, any = 0, any_lead = 0;
+    for (int k = 0; k < op->n_in; k++) {
+        if (s->valid[op->in[k]]) {
+            any = 1;
+            if (k < op->any_of) any_lead = 1;
+        } else if (k >= op->any_of) {
+            all = 0;
+        }
+    }
+    if (op->any_of && !any_lead) all = 0;
+    if (any_out) *any_out = any;
+    return all;
+}
+
+static void op_inputs(const co_stream *s, const co_op *op, const float **ins)
+{
+    for (int k = 0; k < op->n_in; k++) ins[k] = s->valid[op->in[k]] ? s->vptr[op->in[k]] : NULL;
+}
+
 /* One tick over all ops. In a drain tick the network input is exhausted and ops may pad. */
 static void run_tick(co_stream *s, unsigned char *state, int draining)
 {
     const co_model *m = s->m;
     for (int i = 0; i < m->n_ops; i++) {
         const co_op *op = &m->ops[i];
-        int all = 1, any = 0, any_lead = 0;
-        for (int k = 0; k < op->n_in; k++) {
-            if (s->valid[op->in[k]]) {
-                any = 1;
-                if (k < op->any_of) any_lead = 1;
-            } else if (k >= op->any_of) {
-                all = 0;
-            }
-        }
-        if (op->any_of && !any_lead) all = 0;
+        int any = 0;
+        const int all = op_ready(s, op, &any);
         const float *ins[8];
         int produced = 0;
         if (all) {
-            for (int k = 0; k < op->n_in; k++) ins[k] = s->valid[op->in[k]] ? s->vptr[op->in[k]] : NULL;
+            op_inputs(s, op, ins);
             produced = op->cls->step(op, &s->rt[i], state + s->state_off[i], ins, s->vbuf[op->out], s->scratch);
             s->seen[i] = 1;
         } else if (draining && !any && !s->done[i] && inputs_drained(s, op)) {
@@ -446,5 +461,249 @@ co_status co_stream_restore(co_stream *s, const void *buf, size_t size)
             if (st) return st;
         }
     memcpy(s->state, s->shadow, s->state_bytes);
+    return CO_OK;
+}
+
+/* ---- many independent streams in one call ----
+ * The context holds what one call needs besides the streams themselves: the tables of the
+ * streams each op runs for, and the scratch of step_multi (sized by resolving the plan for one
+ * lockstep batch of max_streams x B). Each op of the plan is visited once per call: the streams
+ * whose inputs are valid this tick go through its step_multi together (their states, rings and
+ * phases stay each stream's own), or through its step one by one when it has none. */
+enum { CO_MULTI_MAX_STREAMS = 1 << 16 };
+
+struct co_multistream {
+    const co_model *m;
+    int max_streams;
+    int multi;                /* step_multi may be used (the plan resolves for max_streams x B) */
+    co_tshape in_shape;       /* every stream's input frame (B, C, *S) */
+    size_t scratch_floats;
+    float *scratch;           /* 64-byte aligned, inside scratch_raw */
+    unsigned char *scratch_raw;
+    unsigned char **base;     /* per stream of the call: the state region stepped (live or shadow) */
+    int *act;                 /* per op: the call's streams it runs for */
+    void **states;
+    const float **ins;        /* 8 per stream */
+    float **outs;
+    int *produced;
+    const co_stream **sorted; /* duplicate check */
+};
+
+co_status co_multistream_create(const co_model *m, int max_streams, int batch, const co_shape *frame_shape,
+                                co_multistream **out)
+{
+    if (out) *out = NULL;
+    if (!m || !out) return co_error(CO_ERR_INVALID_ARGUMENT, "co_multistream_create: NULL argument");
+    if (max_streams < 1 || max_streams > CO_MULTI_MAX_STREAMS)
+        return co_error(CO_ERR_INVALID_ARGUMENT, "co_multistream_create: max_streams %d out of range [1, %d]", max_streams,
+                        CO_MULTI_MAX_STREAMS);
+    co_tshape in;
+    co_status st = frame_tshape(m, batch, frame_shape, &in);
+    if (st) return st;
+    const size_t no = (size_t)m->n_ops + 1, nv = (size_t)m->n_values, ns = (size_t)max_streams;
+    co_oprt *rt = co_calloc(no, sizeof *rt);
+    co_tshape *values = co_calloc(nv, sizeof *values);
+    size_t *off = co_calloc(no, sizeof *off);
+    int64_t *vn = co_calloc(nv, sizeof *vn);
+    co_multistream *c = NULL;
+    layout L;
+    if (!rt || !values || !off || !vn) {
+        st = co_error(CO_ERR_OUT_OF_MEMORY, "out of memory creating a multi-stream context");
+        goto done;
+    }
+    if ((st = compute_layout(m, &in, rt, values, off, vn, &L))) goto done; /* the streams' own plan */
+    co_ops_release(m->ops, m->n_ops, rt);
+    /* step_multi's scratch: each op's scratch for a batch of max_streams x B, plus room to gather
+     * its inputs and output for max_streams streams */
+    int multi = 0;
+    size_t scratch = 0;
+    for (int i = 0; i < m->n_ops; i++) multi |= m->ops[i].cls->step_multi != NULL;
+    co_tshape big = in;
+    big.d[0] = in.d[0] * max_streams;
+    if (multi && (m->batch_bound || max_streams < 2 || co_tshape_numel(&big) > ((int64_t)1 << 36))) multi = 0;
+    if (multi) {
+        co_tshape big_out;
+        memset(rt, 0, no * sizeof *rt);
+        if (co_plan_resolve(m, &big, rt, values, &big_out) != CO_OK) {
+            multi = 0; /* e.g. a shape that names the batch: every op then steps stream by stream */
+            co_clear_error();
+        } else {
+            for (int i = 0; i < m->n_ops; i++) {
+                const co_op *op = &m->ops[i];
+                if (!op->cls->step_multi) continue;
+                int64_t per = vn[op->out];
+                for (int k = 0; k < op->n_in; k++) per += vn[op->in[k]];
+                size_t need = rt[i].scratch_floats + (size_t)per * ns;
+                if (need > scratch) scratch = need;
+            }
+            co_ops_release(m->ops, m->n_ops, rt);
+        }
+    }
+    size_t bytes = sizeof *c + ns * (sizeof(unsigned char *) + sizeof(int) + sizeof(void *) + 8 * sizeof(float *) +
+                                     sizeof(float *) + sizeof(int) + sizeof(co_stream *)) + 64;
+    unsigned char *blk = co_calloc(1, bytes);
+    if (!blk) {
+        st = co_error(CO_ERR_OUT_OF_MEMORY, "out of memory creating a multi-stream context");
+        goto done;
+    }
+    c = (co_multistream *)blk;
+    unsigned char *p = blk + sizeof *c;
+    p = (unsigned char *)(((uintptr_t)p + 15) & ~(uintptr_t)15);
+#define TAKE(ptr, n) (ptr = (void *)p, p += (n) * sizeof *(ptr))
+    TAKE(c->base, ns);
+    TAKE(c->states, ns);
+    TAKE(c->ins, 8 * ns);
+    TAKE(c->outs, ns);
+    TAKE(c->sorted, ns);
+    TAKE(c->act, ns);
+    TAKE(c->produced, ns);
+#undef TAKE
+    c->m = m;
+    c->max_streams = max_streams;
+    c->multi = multi;
+    c->in_shape = in;
+    c->scratch_floats = scratch;
+    if (scratch) {
+        c->scratch_raw = co_alloc(align_up(scratch * sizeof(float)) + CO_ALIGN);
+        if (!c->scratch_raw) {
+            st = co_error(CO_ERR_OUT_OF_MEMORY, "out of memory for a multi-stream scratch of %zu bytes",
+                          scratch * sizeof(float));
+            co_free(blk);
+            c = NULL;
+            goto done;
+        }
+        c->scratch = (float *)(((uintptr_t)c->scratch_raw + CO_ALIGN - 1) & ~(uintptr_t)(CO_ALIGN - 1));
+    }
+    *out = c;
+done:
+    co_free(rt);
+    co_free(values);
+    co_free(off);
+    co_free(vn);
+    return st;
+}
+
+void co_multistream_free(co_multistream *c)
+{
+    if (!c) return;
+    co_free(c->scratch_raw);
+    co_free(c);
+}
+
+static int same_tshape(const co_tshape *a, const co_tshape *b)
+{
+    if (a->ndim != b->ndim || a->has_time != b->has_time) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->d[i] != b->d[i]) return 0;
+    return 1;
+}
+
+/* heapsort of stream pointers by address (no allocation; qsort may allocate) */
+static void sift_down(const co_stream **a, int root, int n)
+{
+    for (;;) {
+        int child = 2 * root + 1;
+        if (child >= n) return;
+        if (child + 1 < n && (uintptr_t)a[child + 1] > (uintptr_t)a[child]) child++;
+        if ((uintptr_t)a[root] >= (uintptr_t)a[child]) return;
+        const co_stream *t = a[root];
+        a[root] = a[child];
+        a[child] = t;
+        root = child;
+    }
+}
+
+static void sort_streams(const co_stream **a, int n)
+{
+    for (int i = n / 2 - 1; i >= 0; i--) sift_down(a, i, n);
+    for (int end = n - 1; end > 0; end--) {
+        const co_stream *t = a[0];
+        a[0] = a[end];
+        a[end] = t;
+        sift_down(a, 0, end);
+    }
+}
+
+co_status co_forward_step_streams(co_multistream *c, co_stream *const *streams, int n, const float *const *x,
+                                  float *const *y, int *has_output, int update_state)
+{
+    if (!c) return co_error(CO_ERR_INVALID_ARGUMENT, "co_forward_step_streams: NULL context");
+    if (n < 0 || n > c->max_streams)
+        return co_error(CO_ERR_INVALID_ARGUMENT, "co_forward_step_streams: %d streams, the context takes 0 to %d", n,
+                        c->max_streams);
+    if (n == 0) return CO_OK;
+    if (!streams || !x || !y || !has_output)
+        return co_error(CO_ERR_INVALID_ARGUMENT, "co_forward_step_streams: NULL argument");
+    /* everything is checked before any stream is touched */
+    for (int i = 0; i < n; i++) {
+        const co_stream *s = streams[i];
+        if (!s || !x[i] || !y[i])
+            return co_error(CO_ERR_INVALID_ARGUMENT, "co_forward_step_streams: NULL %s for stream %d",
+                            !s ? "stream" : !x[i] ? "input frame" : "output buffer", i);
+        if (s->m != c->m)
+            return co_error(CO_ERR_INVALID_ARGUMENT, "co_forward_step_streams: stream %d belongs to another model", i);
+        if (!same_tshape(&s->in_shape, &c->in_shape)) {
+            char a[96], b[96];
+            return co_error(CO_ERR_SHAPE, "co_forward_step_streams: stream %d takes frames %s, the context %s", i,
+                            co_tshape_str(&s->in_shape, a, sizeof a), co_tshape_str(&c->in_shape, b, sizeof b));
+        }
+        c->sorted[i] = s;
+    }
+    sort_streams(c->sorted, n);
+    for (int i = 1; i < n; i++)
+        if (c->sorted[i] == c->sorted[i - 1])
+            return co_error(CO_ERR_INVALID_ARGUMENT, "co_forward_step_streams: a stream appears twice");
+
+    const co_model *m = c->m;
+    for (int i = 0; i < n; i++) {
+        co_stream *s = streams[i];
+        c->base[i] = s->state;
+        if (!update_state) {
+            memcpy(s->shadow, s->state, s->state_bytes);
+            c->base[i] = s->shadow;
+        }
+        begin_tick(s, x[i]);
+    }
+    for (int o = 0; o < m->n_ops; o++) {
+        const co_op *op = &m->ops[o];
+        int cnt = 0;
+        for (int i = 0; i < n; i++) {
+            co_stream *s = streams[i];
+            if (op_ready(s, op, NULL)) {
+                op_inputs(s, op, c->ins + (size_t)cnt * (size_t)op->n_in);
+                c->act[cnt++] = i;
+            } else {
+                s->valid[op->out] = 0;
+            }
+        }
+        if (!cnt) continue;
+        if (cnt > 1 && c->multi && op->cls->step_multi) {
+            for (int k = 0; k < cnt; k++) {
+                co_stream *s = streams[c->act[k]];
+                c->states[k] = c->base[c->act[k]] + s->state_off[o];
+                c->outs[k] = s->vbuf[op->out];
+            }
+            op->cls->step_multi(op, &streams[c->act[0]]->rt[o], cnt, c->states, c->ins, c->outs, c->produced, c->scratch);
+        } else {
+            for (int k = 0; k < cnt; k++) {
+                co_stream *s = streams[c->act[k]];
+                c->produced[k] = op->cls->step(op, &s->rt[o], c->base[c->act[k]] + s->state_off[o],
+                                               c->ins + (size_t)k * (size_t)op->n_in, s->vbuf[op->out], s->scratch);
+            }
+        }
+        for (int k = 0; k < cnt; k++) {
+            co_stream *s = streams[c->act[k]];
+            s->seen[o] = 1;
+            s->valid[op->out] = (uint8_t)(c->produced[k] != 0);
+            if (c->produced[k]) s->vptr[op->out] = s->vbuf[op->out];
+        }
+    }
+    const int out = m->out_value;
+    for (int i = 0; i < n; i++) {
+        co_stream *s = streams[i];
+        has_output[i] = s->valid[out];
+        if (has_output[i]) memcpy(y[i], s->vptr[out], (size_t)s->vnumel[out] * sizeof(float));
+        s->vptr[0] = s->vbuf[0]; /* never keep the caller's pointer */
+    }
     return CO_OK;
 }

@@ -358,7 +358,7 @@ static cJSON *parse_value(parser *ps)
         return new_item(ps, kind);
     }
     default: {
-        double v;
+        double v = 0.0;
         if (!parse_number(ps, &v)) return NULL;
         if (!(it = new_item(ps, cJSON_Number))) return NULL;
         it->valuedouble = v;

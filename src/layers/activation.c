@@ -3,32 +3,30 @@
  *
  * Every activation here is frame-local (receptive field 1, no state), so step mode is the clip
  * computation on a one-frame shape. Op classes:
- *   "elementwise" — all pointwise activations; `kind` picks the formula, with one loop per kind
- *                   so the switch stays out of the inner loop.
+ *   "elementwise" — all pointwise activations: co_pointwise_run (src/kernels/pointwise.c), the
+ *                   one implementation of each formula.
  *   "prelu"       — PReLU with one slope, or one per channel (dim 1).
  *   "glu"         — GLU: first half of a dim times the sigmoid of the second half.
  *   "softmax"     — Softmax / Softmin / LogSoftmax over one dim, and Softmax2d (over channels).
  * resolve reduces the given shape (frame or clip) to (outer, D, inner) in rt->aux, and one
  * kernel serves both modes. Dims are as torch sees the clip (B, C, T, *S); batch and time are
  * refused (an op over time is not frame-local). Formulas follow ATen's CPU kernels.
+ *
+ * k_act below is the one table of names: each row maps a torch.nn module type and/or a torch
+ * functional name (traced graphs, Lambda built-ins) to its formula and reads its keys. The
+ * module rows are this family's entries in the registry (co_activation_modules).
  */
 #include <float.h>
 #include <math.h>
 #include <string.h>
 
 #include "core/build.h"
+#include "kernels/pointwise.h"
 
 /* (outer, D, inner) decomposition of a shape around one axis, in rt->aux */
 enum { A_OUTER, A_DIM, A_INNER };
 
 static const char *node_name(const char *path) { return path[0] ? path : "<root>"; }
-
-/* relu6 written as ATen's std::min/std::max, so that NaN passes through */
-static inline float relu6f(float v)
-{
-    v = v < 0.0f ? 0.0f : v;
-    return 6.0f < v ? 6.0f : v;
-}
 
 static void set_frame_local(co_props *props)
 {
@@ -68,104 +66,6 @@ static co_status resolve_dim(const co_op *op, const char *type, int dim, const c
 
 /* ================================ elementwise ================================ */
 
-typedef enum ew_kind {
-    EW_RELU,
-    EW_HARDTANH, /* clamp(x, a, b); also ReLU6 */
-    EW_SIGMOID,
-    EW_TANH,
-    EW_SILU,
-    EW_MISH,
-    EW_HARDSWISH,
-    EW_HARDSIGMOID,
-    EW_ELU, /* x <= 0 ? expm1(x * c) * a : x * b; ELU, CELU and SELU */
-    EW_LOGSIGMOID,
-    EW_SOFTSIGN,
-    EW_TANHSHRINK,
-    EW_GELU_ERF,
-    EW_GELU_TANH,
-    EW_LEAKY, /* slope a; also RReLU in eval mode */
-    EW_THRESHOLD,
-    EW_HARDSHRINK,
-    EW_SOFTSHRINK,
-    EW_SOFTPLUS
-} ew_kind;
-
-typedef struct elementwise_params {
-    ew_kind kind;
-    float a, b, c; /* per-kind constants, see ew_kind */
-} elementwise_params;
-
-static void elementwise_run(const elementwise_params *p, const float *restrict x, float *restrict y, int64_t n)
-{
-    const float a = p->a, b = p->b, c = p->c;
-    switch (p->kind) {
-    case EW_RELU: /* written so that NaN passes through, as clamp_min does */
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i];
-        break;
-    case EW_HARDTANH:
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] < a ? a : (x[i] > b ? b : x[i]);
-        break;
-    case EW_SIGMOID:
-        for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
-        break;
-    case EW_TANH:
-        for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
-        break;
-    case EW_SILU:
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
-        break;
-    case EW_MISH:
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] * tanhf(log1pf(expf(x[i])));
-        break;
-    case EW_HARDSWISH:
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] * relu6f(x[i] + 3.0f) / 6.0f;
-        break;
-    case EW_HARDSIGMOID:
-        for (int64_t i = 0; i < n; i++) y[i] = relu6f(x[i] + 3.0f) / 6.0f;
-        break;
-    case EW_ELU:
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] <= 0.0f ? expm1f(x[i] * c) * a : x[i] * b;
-        break;
-    case EW_LOGSIGMOID: /* -softplus(-x) without overflow: min(x, 0) - log1p(exp(-|x|)) */
-        for (int64_t i = 0; i < n; i++) y[i] = fminf(x[i], 0.0f) - log1pf(expf(-fabsf(x[i])));
-        break;
-    case EW_SOFTSIGN:
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + fabsf(x[i]));
-        break;
-    case EW_TANHSHRINK:
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] - tanhf(x[i]);
-        break;
-    case EW_GELU_ERF: {
-        const float k_sqrt1_2 = 0.70710678118654752440f;
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] * 0.5f * (1.0f + erff(x[i] * k_sqrt1_2));
-        break;
-    }
-    case EW_GELU_TANH: {
-        const float k_beta = 0.79788456080286535588f, k_kappa = 0.044715f; /* sqrt(2/pi) */
-        for (int64_t i = 0; i < n; i++) {
-            const float v = x[i], inner = k_beta * (v + k_kappa * v * v * v);
-            y[i] = 0.5f * v * (1.0f + tanhf(inner));
-        }
-        break;
-    }
-    case EW_LEAKY:
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : x[i] * a;
-        break;
-    case EW_THRESHOLD:
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] <= a ? b : x[i];
-        break;
-    case EW_HARDSHRINK:
-        for (int64_t i = 0; i < n; i++) y[i] = (x[i] >= -a && x[i] <= a) ? 0.0f : x[i];
-        break;
-    case EW_SOFTSHRINK:
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] > a ? x[i] - a : (x[i] < -a ? x[i] + a : x[i] * 0.0f);
-        break;
-    case EW_SOFTPLUS: /* a = beta, b = threshold: linear where beta*x > threshold */
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] * a > b ? x[i] : log1pf(expf(x[i] * a)) / a;
-        break;
-    }
-}
-
 static co_status elementwise_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
 {
     (void)op;
@@ -179,7 +79,7 @@ static int elementwise_step(const co_op *op, const co_oprt *rt, void *state, con
 {
     (void)state;
     (void)scratch;
-    elementwise_run(op->params, in[0], out, co_tshape_numel(&rt->out));
+    co_pointwise_run(op->params, in[0], out, co_tshape_numel(&rt->out));
     return 1;
 }
 
@@ -282,10 +182,8 @@ static const co_op_class k_glu = {
 
 /* ================================ softmax family ================================ */
 
-typedef enum sm_kind { SM_SOFTMAX, SM_SOFTMIN, SM_LOGSOFTMAX } sm_kind;
-
 typedef struct softmax_params {
-    sm_kind kind;
+    co_softmax_kind kind;
     int dim;
     int is_2d;        /* Softmax2d: torch accepts only 3D/4D inputs, i.e. a clip of rank 4 */
     const char *type; /* static string, for messages */
@@ -307,192 +205,285 @@ static co_status softmax_resolve(const co_op *op, const co_tshape *in, co_oprt *
     return CO_OK;
 }
 
-/* Softmax over D with stride `inner`: the max and the sum run over whole rows of `inner`
- * floats at a time, so the memory walk stays contiguous whatever the axis. */
-static void softmax_run(const softmax_params *p, const co_oprt *rt, const float *restrict x, float *restrict y,
-                        float *restrict scratch)
-{
-    const int64_t outer = rt->aux[A_OUTER], D = rt->aux[A_DIM], inner = rt->aux[A_INNER];
-    const float sign = p->kind == SM_SOFTMIN ? -1.0f : 1.0f; /* softmin(x) = softmax(-x) */
-    float *mx = scratch, *sum = scratch + inner;
-    for (int64_t o = 0; o < outer; o++) {
-        const float *xo = x + o * D * inner;
-        float *yo = y + o * D * inner;
-        for (int64_t i = 0; i < inner; i++) {
-            mx[i] = sign * xo[i];
-            sum[i] = 0.0f;
-        }
-        for (int64_t d = 1; d < D; d++)
-            for (int64_t i = 0; i < inner; i++) {
-                const float v = sign * xo[d * inner + i];
-                mx[i] = v > mx[i] ? v : mx[i];
-            }
-        if (p->kind == SM_LOGSOFTMAX) {
-            for (int64_t d = 0; d < D; d++)
-                for (int64_t i = 0; i < inner; i++) sum[i] += expf(xo[d * inner + i] - mx[i]);
-            for (int64_t i = 0; i < inner; i++) sum[i] = mx[i] + logf(sum[i]);
-            for (int64_t d = 0; d < D; d++)
-                for (int64_t i = 0; i < inner; i++) yo[d * inner + i] = xo[d * inner + i] - sum[i];
-        } else {
-            for (int64_t d = 0; d < D; d++)
-                for (int64_t i = 0; i < inner; i++) {
-                    const float e = expf(sign * xo[d * inner + i] - mx[i]);
-                    yo[d * inner + i] = e;
-                    sum[i] += e;
-                }
-            for (int64_t i = 0; i < inner; i++) sum[i] = 1.0f / sum[i];
-            for (int64_t d = 0; d < D; d++)
-                for (int64_t i = 0; i < inner; i++) yo[d * inner + i] *= sum[i];
-        }
-    }
-}
-
 static int softmax_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out,
                         float *scratch)
 {
     (void)state;
-    softmax_run(op->params, rt, in[0], out, scratch);
+    const softmax_params *p = op->params;
+    co_softmax_run(p->kind, rt->aux[A_OUTER], rt->aux[A_DIM], rt->aux[A_INNER], in[0], out, scratch);
     return 1;
 }
 
 static const co_op_class k_softmax = {
     .name = "softmax", .resolve = softmax_resolve, .step = softmax_step};
 
-/* ================================ building ================================ */
+/* ================================ the table ================================ */
 
-typedef enum act_family { FAM_ELEMENTWISE, FAM_PRELU, FAM_GLU, FAM_SOFTMAX } act_family;
+typedef enum act_family { FAM_POINTWISE, FAM_IDENTITY, FAM_PRELU, FAM_GLU, FAM_SOFTMAX } act_family;
 
-typedef struct act_type {
-    const char *name;
+/* Reads the keys of a pointwise row into p's constants (p->kind is preset from the row).
+ * `what` names the row in messages (the module type or the functional name). */
+typedef co_status (*act_reader)(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p);
+
+typedef struct act_row {
+    const char *module;     /* torch.nn type name as in the file, or NULL */
+    const char *functional; /* torch functional name (graph ops, Lambda built-ins), or NULL */
     act_family family;
-    int kind; /* ew_kind or sm_kind; for elementwise types with keys the builder refines it */
-} act_type;
+    int kind;               /* co_pw_kind or co_softmax_kind */
+    act_reader read;        /* NULL: no keys */
+} act_row;
 
-static const act_type k_act_types[] = {
-    {"ReLU", FAM_ELEMENTWISE, EW_RELU},
-    {"ReLU6", FAM_ELEMENTWISE, EW_HARDTANH},
-    {"Sigmoid", FAM_ELEMENTWISE, EW_SIGMOID},
-    {"Tanh", FAM_ELEMENTWISE, EW_TANH},
-    {"SiLU", FAM_ELEMENTWISE, EW_SILU},
-    {"Mish", FAM_ELEMENTWISE, EW_MISH},
-    {"Hardswish", FAM_ELEMENTWISE, EW_HARDSWISH},
-    {"Hardsigmoid", FAM_ELEMENTWISE, EW_HARDSIGMOID},
-    {"SELU", FAM_ELEMENTWISE, EW_ELU},
-    {"LogSigmoid", FAM_ELEMENTWISE, EW_LOGSIGMOID},
-    {"Softsign", FAM_ELEMENTWISE, EW_SOFTSIGN},
-    {"Tanhshrink", FAM_ELEMENTWISE, EW_TANHSHRINK},
-    {"GELU", FAM_ELEMENTWISE, EW_GELU_ERF},
-    {"ELU", FAM_ELEMENTWISE, EW_ELU},
-    {"CELU", FAM_ELEMENTWISE, EW_ELU},
-    {"LeakyReLU", FAM_ELEMENTWISE, EW_LEAKY},
-    {"Hardtanh", FAM_ELEMENTWISE, EW_HARDTANH},
-    {"Threshold", FAM_ELEMENTWISE, EW_THRESHOLD},
-    {"RReLU", FAM_ELEMENTWISE, EW_LEAKY},
-    {"Hardshrink", FAM_ELEMENTWISE, EW_HARDSHRINK},
-    {"Softshrink", FAM_ELEMENTWISE, EW_SOFTSHRINK},
-    {"Softplus", FAM_ELEMENTWISE, EW_SOFTPLUS},
-    {"PReLU", FAM_PRELU, 0},
-    {"GLU", FAM_GLU, 0},
-    {"Softmax", FAM_SOFTMAX, SM_SOFTMAX},
-    {"Softmin", FAM_SOFTMAX, SM_SOFTMIN},
-    {"LogSoftmax", FAM_SOFTMAX, SM_LOGSOFTMAX},
-    {"Softmax2d", FAM_SOFTMAX, SM_SOFTMAX},
-};
+static const double k_big = FLT_MAX;
 
-static const act_type *find_act_type(const char *type)
+static co_status rd_relu6(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
 {
-    for (size_t i = 0; i < sizeof k_act_types / sizeof k_act_types[0]; i++)
-        if (strcmp(k_act_types[i].name, type) == 0) return &k_act_types[i];
-    return NULL;
-}
-
-int co_is_activation_type(const char *type) { return type && find_act_type(type) != NULL; }
-
-/* Reads the keys of a pointwise activation into its constants. */
-static co_status read_elementwise(co_builder *b, const cJSON *node, const char *path, const char *type,
-                                  elementwise_params *p)
-{
-    static const char *const k_approx[] = {"none", "tanh", NULL};
-    const double big = FLT_MAX;
-    co_status st = CO_OK;
-    double a = 0, c = 0;
-    if (strcmp(type, "ReLU6") == 0) {
-        p->a = 0.0f;
-        p->b = 6.0f;
-    } else if (strcmp(type, "SELU") == 0) {
-        const float alpha = 1.6732632423543772848170429916717f, scale = 1.0507009873554804934193349852946f;
-        p->a = alpha * scale; /* ATen: negcoef = alpha * scale, poscoef = scale, input scale 1 */
-        p->b = scale;
-        p->c = 1.0f;
-    } else if (strcmp(type, "GELU") == 0) {
-        int approx = 0;
-        if ((st = co_get_choice(b, node, path, "approximate", 0, 0, k_approx, &approx))) return st;
-        p->kind = approx ? EW_GELU_TANH : EW_GELU_ERF;
-    } else if (strcmp(type, "ELU") == 0 || strcmp(type, "CELU") == 0) {
-        if ((st = co_get_float(b, node, path, "alpha", 0, 1.0, -big, big, &a))) return st;
-        const int celu = type[0] == 'C';
-        if (celu && a == 0.0)
-            return co_error(CO_ERR_NETWORK, "%s (CELU): alpha cannot be 0", node_name(path));
-        p->a = (float)a;
-        p->b = 1.0f;
-        p->c = celu ? (float)(1.0 / a) : 1.0f; /* CELU is ELU with input scale 1/alpha */
-    } else if (strcmp(type, "LeakyReLU") == 0) {
-        if ((st = co_get_float(b, node, path, "negative_slope", 0, 0.01, -big, big, &a))) return st;
-        p->a = (float)a;
-    } else if (strcmp(type, "Hardtanh") == 0) {
-        if ((st = co_get_float(b, node, path, "min_val", 0, -1.0, -big, big, &a)) ||
-            (st = co_get_float(b, node, path, "max_val", 0, 1.0, -big, big, &c)))
-            return st;
-        if (!(c > a)) /* torch asserts max_val > min_val */
-            return co_error(CO_ERR_NETWORK, "%s (Hardtanh): max_val %g must be greater than min_val %g",
-                            node_name(path), c, a);
-        p->a = (float)a;
-        p->b = (float)c;
-    } else if (strcmp(type, "Threshold") == 0) {
-        if ((st = co_get_float(b, node, path, "threshold", 1, 0.0, -big, big, &a)) ||
-            (st = co_get_float(b, node, path, "value", 1, 0.0, -big, big, &c)))
-            return st;
-        p->a = (float)a;
-        p->b = (float)c;
-    } else if (strcmp(type, "RReLU") == 0) {
-        if ((st = co_get_float(b, node, path, "lower", 0, 1.0 / 8.0, -big, big, &a)) ||
-            (st = co_get_float(b, node, path, "upper", 0, 1.0 / 3.0, -big, big, &c)))
-            return st;
-        if (a > c)
-            return co_error(CO_ERR_NETWORK, "%s (RReLU): lower %g must not exceed upper %g", node_name(path), a, c);
-        p->a = (float)((a + c) / 2.0); /* eval mode: a fixed slope, the mean of the bounds */
-    } else if (strcmp(type, "Hardshrink") == 0 || strcmp(type, "Softshrink") == 0) {
-        /* torch checks lambd >= 0 for Softshrink only */
-        const double lo = type[0] == 'S' ? 0.0 : -big;
-        if ((st = co_get_float(b, node, path, "lambd", 0, 0.5, lo, big, &a))) return st;
-        p->a = (float)a;
-    } else if (strcmp(type, "Softplus") == 0) {
-        if ((st = co_get_float(b, node, path, "beta", 0, 1.0, -big, big, &a)) ||
-            (st = co_get_float(b, node, path, "threshold", 0, 20.0, -big, big, &c)))
-            return st;
-        p->a = (float)a;
-        p->b = (float)c;
-    }
+    p->a = 0.0f;
+    p->b = 6.0f;
     return CO_OK;
 }
 
+static co_status rd_selu(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
+{
+    const float alpha = 1.6732632423543772848170429916717f, scale = 1.0507009873554804934193349852946f;
+    p->a = alpha * scale; /* ATen: negcoef = alpha * scale, poscoef = scale, input scale 1 */
+    p->b = scale;
+    p->c = 1.0f;
+    return CO_OK;
+}
+
+static co_status rd_gelu(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
+{
+    static const char *const k_approx[] = {"none", "tanh", NULL};
+    int approx = 0;
+    co_status st = co_get_choice(b, node, path, "approximate", 0, 0, k_approx, &approx);
+    p->kind = approx ? CO_PW_GELU_TANH : CO_PW_GELU_ERF;
+    return st;
+}
+
+static co_status read_elu(co_builder *b, const cJSON *node, const char *path, const char *what, int celu,
+                          co_pointwise *p)
+{
+    double a = 0;
+    co_status st = co_get_float(b, node, path, "alpha", 0, 1.0, -k_big, k_big, &a);
+    if (st) return st;
+    if (celu && a == 0.0) return co_error(CO_ERR_NETWORK, "%s (%s): alpha cannot be 0", node_name(path), what);
+    p->a = (float)a;
+    p->b = 1.0f;
+    p->c = celu ? (float)(1.0 / a) : 1.0f; /* CELU is ELU with input scale 1/alpha */
+    return CO_OK;
+}
+
+static co_status rd_elu(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
+{
+    return read_elu(b, node, path, what, 0, p);
+}
+
+static co_status rd_celu(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
+{
+    return read_elu(b, node, path, what, 1, p);
+}
+
+static co_status rd_leaky(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
+{
+    double a = 0;
+    co_status st = co_get_float(b, node, path, "negative_slope", 0, 0.01, -k_big, k_big, &a);
+    p->a = (float)a;
+    return st;
+}
+
+static co_status rd_hardtanh(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
+{
+    double a = 0, c = 0;
+    co_status st;
+    if ((st = co_get_float(b, node, path, "min_val", 0, -1.0, -k_big, k_big, &a)) ||
+        (st = co_get_float(b, node, path, "max_val", 0, 1.0, -k_big, k_big, &c)))
+        return st;
+    if (!(c > a)) /* torch asserts max_val > min_val */
+        return co_error(CO_ERR_NETWORK, "%s (%s): max_val %g must be greater than min_val %g", node_name(path), what,
+                        c, a);
+    p->a = (float)a;
+    p->b = (float)c;
+    return CO_OK;
+}
+
+/* clamp(x, min, max): a missing or null bound is unbounded; min > max gives max everywhere
+ * (NaN stays NaN), as torch.clamp does. */
+static co_status rd_clamp(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
+{
+    double a = 0, c = 0;
+    co_status st;
+    if ((st = co_get_float(b, node, path, "min", 0, -INFINITY, -k_big, k_big, &a)) ||
+        (st = co_get_float(b, node, path, "max", 0, INFINITY, -k_big, k_big, &c)))
+        return st;
+    p->a = (float)(a > c ? c : a);
+    p->b = (float)c;
+    return CO_OK;
+}
+
+static co_status rd_threshold(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
+{
+    double a = 0, c = 0;
+    co_status st;
+    if ((st = co_get_float(b, node, path, "threshold", 1, 0.0, -k_big, k_big, &a)) ||
+        (st = co_get_float(b, node, path, "value", 1, 0.0, -k_big, k_big, &c)))
+        return st;
+    p->a = (float)a;
+    p->b = (float)c;
+    return CO_OK;
+}
+
+static co_status rd_rrelu(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
+{
+    double a = 0, c = 0;
+    co_status st;
+    if ((st = co_get_float(b, node, path, "lower", 0, 1.0 / 8.0, -k_big, k_big, &a)) ||
+        (st = co_get_float(b, node, path, "upper", 0, 1.0 / 3.0, -k_big, k_big, &c)))
+        return st;
+    if (a > c) return co_error(CO_ERR_NETWORK, "%s (%s): lower %g must not exceed upper %g", node_name(path), what, a, c);
+    p->a = (float)((a + c) / 2.0); /* eval mode: a fixed slope, the mean of the bounds */
+    return CO_OK;
+}
+
+static co_status rd_hardshrink(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
+{
+    double a = 0;
+    co_status st = co_get_float(b, node, path, "lambd", 0, 0.5, -k_big, k_big, &a);
+    p->a = (float)a;
+    return st;
+}
+
+static co_status rd_softshrink(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
+{
+    double a = 0; /* torch checks lambd >= 0 for Softshrink only */
+    co_status st = co_get_float(b, node, path, "lambd", 0, 0.5, 0.0, k_big, &a);
+    p->a = (float)a;
+    return st;
+}
+
+static co_status rd_softplus(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
+{
+    double a = 0, c = 0;
+    co_status st;
+    if ((st = co_get_float(b, node, path, "beta", 0, 1.0, -k_big, k_big, &a)) ||
+        (st = co_get_float(b, node, path, "threshold", 0, 20.0, -k_big, k_big, &c)))
+        return st;
+    p->a = (float)a;
+    p->b = (float)c;
+    return CO_OK;
+}
+
+#define PW(module, functional, kind, read) {module, functional, FAM_POINTWISE, kind, read}
+static const act_row k_act[] = {
+    PW("ReLU", "relu", CO_PW_RELU, NULL),
+    PW("ReLU6", "relu6", CO_PW_HARDTANH, rd_relu6),
+    PW("Sigmoid", "sigmoid", CO_PW_SIGMOID, NULL),
+    PW("Tanh", "tanh", CO_PW_TANH, NULL),
+    PW("SiLU", "silu", CO_PW_SILU, NULL),
+    PW("Mish", "mish", CO_PW_MISH, NULL),
+    PW("Hardswish", "hardswish", CO_PW_HARDSWISH, NULL),
+    PW("Hardsigmoid", "hardsigmoid", CO_PW_HARDSIGMOID, NULL),
+    PW("SELU", "selu", CO_PW_ELU, rd_selu),
+    PW("LogSigmoid", "logsigmoid", CO_PW_LOGSIGMOID, NULL),
+    PW("Softsign", "softsign", CO_PW_SOFTSIGN, NULL),
+    PW("Tanhshrink", "tanhshrink", CO_PW_TANHSHRINK, NULL),
+    PW("GELU", "gelu", CO_PW_GELU_ERF, rd_gelu),
+    PW("ELU", "elu", CO_PW_ELU, rd_elu),
+    PW("CELU", "celu", CO_PW_ELU, rd_celu),
+    PW("LeakyReLU", "leaky_relu", CO_PW_LEAKY, rd_leaky),
+    PW("Hardtanh", "hardtanh", CO_PW_HARDTANH, rd_hardtanh),
+    PW("Threshold", "threshold", CO_PW_THRESHOLD, rd_threshold),
+    PW("RReLU", NULL, CO_PW_LEAKY, rd_rrelu),
+    PW("Hardshrink", "hardshrink", CO_PW_HARDSHRINK, rd_hardshrink),
+    PW("Softshrink", "softshrink", CO_PW_SOFTSHRINK, rd_softshrink),
+    PW("Softplus", "softplus", CO_PW_SOFTPLUS, rd_softplus),
+    PW(NULL, "exp", CO_PW_EXP, NULL),
+    PW(NULL, "log", CO_PW_LOG, NULL),
+    PW(NULL, "abs", CO_PW_ABS, NULL),
+    PW(NULL, "neg", CO_PW_NEG, NULL),
+    PW(NULL, "square", CO_PW_SQUARE, NULL),
+    PW(NULL, "sqrt", CO_PW_SQRT, NULL),
+    PW(NULL, "rsqrt", CO_PW_RSQRT, NULL),
+    PW(NULL, "reciprocal", CO_PW_RECIPROCAL, NULL),
+    PW(NULL, "sin", CO_PW_SIN, NULL),
+    PW(NULL, "cos", CO_PW_COS, NULL),
+    PW(NULL, "erf", CO_PW_ERF, NULL),
+    PW(NULL, "expm1", CO_PW_EXPM1, NULL),
+    PW(NULL, "log1p", CO_PW_LOG1P, NULL),
+    PW(NULL, "floor", CO_PW_FLOOR, NULL),
+    PW(NULL, "ceil", CO_PW_CEIL, NULL),
+    PW(NULL, "round", CO_PW_ROUND, NULL),
+    PW(NULL, "sign", CO_PW_SIGN, NULL),
+    PW(NULL, "logical_not", CO_PW_LOGICAL_NOT, NULL),
+    PW(NULL, "clamp", CO_PW_HARDTANH, rd_clamp),
+    /* Identity and the dropouts compile to nothing; functional identity is a copy */
+    {"Identity", "identity", FAM_IDENTITY, CO_PW_IDENTITY, NULL},
+    {"Dropout", NULL, FAM_IDENTITY, 0, NULL},
+    {"Dropout1d", NULL, FAM_IDENTITY, 0, NULL},
+    {"Dropout2d", NULL, FAM_IDENTITY, 0, NULL},
+    {"Dropout3d", NULL, FAM_IDENTITY, 0, NULL},
+    {"AlphaDropout", NULL, FAM_IDENTITY, 0, NULL},
+    {"FeatureAlphaDropout", NULL, FAM_IDENTITY, 0, NULL},
+    {"PReLU", NULL, FAM_PRELU, 0, NULL},
+    {"GLU", NULL, FAM_GLU, 0, NULL},
+    {"Softmax", NULL, FAM_SOFTMAX, CO_SOFTMAX, NULL},
+    {"Softmin", NULL, FAM_SOFTMAX, CO_SOFTMIN, NULL},
+    {"LogSoftmax", NULL, FAM_SOFTMAX, CO_LOG_SOFTMAX, NULL},
+    {"Softmax2d", NULL, FAM_SOFTMAX, CO_SOFTMAX, NULL},
+};
+#undef PW
+
+enum { K_ACT_ROWS = sizeof k_act / sizeof k_act[0] };
+
+/* The registry's view of k_act: its module rows (a functional-only row gives type NULL). */
+int co_activation_modules(size_t i, co_module_reg *out)
+{
+    if (i >= K_ACT_ROWS) return 0;
+    out->type = k_act[i].module;
+    out->build = co_build_activation;
+    out->variant = (int)i;
+    return 1;
+}
+
+co_status co_read_pointwise(co_builder *b, const cJSON *node, const char *path, const char *fn, co_pointwise *out)
+{
+    for (size_t i = 0; fn && i < K_ACT_ROWS; i++) {
+        const act_row *r = &k_act[i];
+        if (!r->functional || strcmp(r->functional, fn) != 0) continue;
+        co_pointwise p = {(co_pw_kind)r->kind, 0.0f, 0.0f, 0.0f};
+        co_status st = r->read ? r->read(b, node, path, r->functional, &p) : CO_OK;
+        if (st) return st;
+        *out = p;
+        return CO_OK;
+    }
+    return co_error(CO_ERR_NETWORK, "%s: unknown element-wise function '%.64s' (see docs/format.md, Graph nodes)",
+                    node_name(path), fn ? fn : "(null)");
+}
+
+/* ================================ building ================================ */
+
 co_status co_build_activation(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
-    const cJSON *type_item = cJSON_GetObjectItemCaseSensitive(node, "type");
-    const act_type *t = cJSON_IsString(type_item) ? find_act_type(type_item->valuestring) : NULL;
-    if (!t) return co_error(CO_ERR_NETWORK, "%s: not an activation type", node_name(path));
+    const int v = co_build_variant(b);
+    if (v < 0 || v >= K_ACT_ROWS || !k_act[v].module)
+        return co_error(CO_ERR_NETWORK, "%s: not an activation type", node_name(path));
+    const act_row *t = &k_act[v];
+    if (t->family == FAM_IDENTITY) { /* no op, the output is the input value (a list passes through) */
+        *out = in;
+        set_frame_local(props);
+        return CO_OK;
+    }
     if (in < 0) /* checked before building, as co_emit's own refusal carries no status */
         return co_error(CO_ERR_NETWORK, "%s (%s): takes one stream but receives a list (from Broadcast/Parallel)",
-                        node_name(path), t->name);
+                        node_name(path), t->module);
     const co_op_class *cls = NULL;
     void *params = NULL;
     co_status st = CO_OK;
 
     switch (t->family) {
-    case FAM_ELEMENTWISE: {
-        elementwise_params ew = {(ew_kind)t->kind, 0.0f, 0.0f, 0.0f};
-        if ((st = read_elementwise(b, node, path, t->name, &ew))) return st;
-        elementwise_params *p = co_alloc(sizeof *p);
+    case FAM_POINTWISE: {
+        co_pointwise ew = {(co_pw_kind)t->kind, 0.0f, 0.0f, 0.0f};
+        if (t->read && (st = t->read(b, node, path, t->module, &ew))) return st;
+        co_pointwise *p = co_alloc(sizeof *p);
         if (!p) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory", node_name(path));
         *p = ew;
         params = p;
@@ -524,35 +515,26 @@ co_status co_build_activation(co_builder *b, const cJSON *node, const char *path
         break;
     }
     case FAM_SOFTMAX: {
-        const int is_2d = strcmp(t->name, "Softmax2d") == 0;
+        const int is_2d = strcmp(t->module, "Softmax2d") == 0;
         int64_t dim = -3; /* Softmax2d: dim -3 of a 4D clip, the channels */
         if (!is_2d && (st = co_get_int(b, node, path, "dim", 1, 0, -CO_MAX_DIMS, CO_MAX_DIMS - 1, &dim))) return st;
         softmax_params *p = co_alloc(sizeof *p);
         if (!p) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory", node_name(path));
-        p->kind = (sm_kind)t->kind;
+        p->kind = (co_softmax_kind)t->kind;
         p->dim = (int)dim;
         p->is_2d = is_2d;
-        p->type = t->name;
+        p->type = t->module;
         params = p;
         cls = &k_softmax;
         break;
     }
+    case FAM_IDENTITY:
+        break;
     }
 
     co_op *op = co_emit(b, cls, path, 1, &in, params); /* frees params on failure */
     if (!op) return co_emit_failure(b);
     *out = op->out;
-    set_frame_local(props);
-    return CO_OK;
-}
-
-/* Identity and every dropout (identity at inference): no op, the output is the input value. */
-co_status co_build_identity(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
-{
-    (void)b;
-    (void)node;
-    (void)path;
-    *out = in;
     set_frame_local(props);
     return CO_OK;
 }

@@ -361,9 +361,9 @@ static co_status mha_clip(const co_op *op, const co_oprt *rt, const co_tshape *i
 }
 
 static const co_op_class k_single_output = {"single_output_mha", mha_resolve, mha_reset, mha_check_state, so_step, mha_clip,
-                                            NULL};
+                                            NULL, .whole_stream = 1};
 static const co_op_class k_retroactive = {"retroactive_mha", mha_resolve, mha_reset, mha_check_state, retro_step, mha_clip,
-                                          NULL};
+                                          NULL, .whole_stream = 1};
 
 co_status co_build_attention(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
@@ -424,3 +424,10 @@ co_status co_build_attention(co_builder *b, const cJSON *node, const char *path,
     props->delay = retro ? N - 1 : p->lag;
     return CO_OK;
 }
+
+/* ---- this family's module types (the registry, build.h); variant unused: the build reads "type" */
+static const co_module_reg k_attention_modules[] = {
+    {"SingleOutputMultiheadAttention", co_build_attention, 0},
+    {"RetroactiveMultiheadAttention", co_build_attention, 0},
+};
+CO_MODULE_LIST(co_attention_modules, k_attention_modules)

@@ -423,3 +423,15 @@ co_status co_build_conditional(co_builder *b, const cJSON *node, const char *pat
     join_props(props, &bp[1], 0);
     return CO_OK;
 }
+
+/* ---- this family's module types (the registry, build.h); variant unused: the build reads "type" */
+static const co_module_reg k_container_modules[] = {
+    {"Sequential", co_build_sequential, 0},
+    {"BroadcastReduce", co_build_broadcast_reduce, 0},
+    {"Broadcast", co_build_broadcast, 0},
+    {"Parallel", co_build_parallel, 0},
+    {"ParallelDispatch", co_build_parallel_dispatch, 0},
+    {"Reduce", co_build_reduce, 0},
+    {"Conditional", co_build_conditional, 0},
+};
+CO_MODULE_LIST(co_container_modules, k_container_modules)

@@ -33,9 +33,9 @@ typedef struct conv_params {
 /* rt->aux layout */
 enum { A_H, A_W, A_HO, A_WO, A_SO, A_DIRECT };
 
-/* ---- im2col of one group of one frame: (kcol x So) ---- */
-static void im2col(const conv_params *p, const co_oprt *rt, const float *src, int64_t chan_stride, int64_t cin_g,
-                   float *col)
+/* ---- im2col of one group of one frame: (kcol x So), rows `ldcol` apart ---- */
+static void im2col_ld(const conv_params *p, const co_oprt *rt, const float *src, int64_t chan_stride, int64_t cin_g,
+                      float *col, int64_t ldcol)
 {
     const int64_t H = rt->aux[A_H], W = rt->aux[A_W], Ho = rt->aux[A_HO], Wo = rt->aux[A_WO];
     int64_t row = 0;
@@ -43,7 +43,7 @@ static void im2col(const conv_params *p, const co_oprt *rt, const float *src, in
         const float *plane = src + c * chan_stride;
         for (int64_t kh = 0; kh < p->ks[0]; kh++)
             for (int64_t kw = 0; kw < p->ks[1]; kw++, row++) {
-                float *dst = col + row * Ho * Wo;
+                float *dst = col + row * ldcol;
                 for (int64_t oh = 0; oh < Ho; oh++) {
                     int64_t ih = oh * p->ss[0] - p->ps[0] + kh * p->ds[0];
                     int hin = ih >= 0 && ih < H;
@@ -57,6 +57,12 @@ static void im2col(const conv_params *p, const co_oprt *rt, const float *src, in
                 }
             }
     }
+}
+
+static void im2col(const conv_params *p, const co_oprt *rt, const float *src, int64_t chan_stride, int64_t cin_g,
+                   float *col)
+{
+    im2col_ld(p, rt, src, chan_stride, cin_g, col, rt->aux[A_SO]);
 }
 
 /* Depthwise (one input channel per group, one output per group): a direct loop, since a GEMM
@@ -142,6 +148,127 @@ static void conv_taps(const conv_params *p, const co_oprt *rt, int64_t batch, co
         }
 }
 
+/* ---- step mode: the frames of every batch item (and of every stream, step_multi) times ALL
+ * taps as one product, [kt*cout x kcol] x [kcol x items*So] (the weights are stored tap-major,
+ * so that is one matrix), in chunks of at most CONV_COLS columns; tap j's slice of each item is
+ * then added to the window it belongs to, in that item's own ring at its own phase. Depthwise
+ * convolutions keep their direct loop (conv_taps). */
+enum { CONV_COLS = 2048 };
+
+/* state layout: int64 pos, countdown, started; then the float ring */
+typedef struct conv_state_head { int64_t pos, countdown, started; } conv_state_head;
+
+static int conv_depthwise(const conv_params *p, const co_oprt *rt)
+{
+    return p->groups == p->cin && p->groups == p->cout && !rt->aux[A_DIRECT];
+}
+
+/* Frames are feature vectors (Conv1d): items are the rows of X, the product is X W^T. */
+static int conv_vector_form(const conv_params *p, const co_oprt *rt)
+{
+    return rt->aux[A_SO] == 1 && rt->aux[A_H] * rt->aux[A_W] == 1 && p->groups == 1 && rt->aux[A_DIRECT];
+}
+
+static int64_t conv_chunk_items(const co_oprt *rt, int64_t items)
+{
+    int64_t c = CONV_COLS / rt->aux[A_SO];
+    if (c < 1) c = 1;
+    return c < items ? c : items;
+}
+
+/* Scratch floats of one step over `items` frames (batch items of all streams). */
+static size_t conv_step_scratch(const conv_params *p, const co_oprt *rt, int64_t items)
+{
+    const int64_t ch = conv_chunk_items(rt, items);
+    if (conv_depthwise(p, rt)) return 0;
+    if (conv_vector_form(p, rt)) return (size_t)(ch * (p->cin + p->kt * p->cout));
+    return (size_t)(ch * rt->aux[A_SO] * (p->kcol + p->kt * p->cout));
+}
+
+/* dst (cout x So, contiguous) += rows of P (row c at P + c * ld) */
+static void conv_add_tap(const conv_params *p, int64_t So, float *dst, const float *P, int64_t ld)
+{
+    for (int64_t c = 0; c < p->cout; c++) {
+        float *d = dst + c * So;
+        const float *s = P + c * ld;
+        for (int64_t i = 0; i < So; i++) d[i] += s[i];
+    }
+}
+
+/* Adds every tap of the frames of n streams (stream i's B items at src[i]) to their windows:
+ * states[i]'s ring at its phase, or (states NULL: k = 1, no ring) out[i]. A stream whose
+ * replicate start padding is pending gets the virtual first frames too. Phases are not moved. */
+static void conv_accumulate(const co_op *op, const co_oprt *rt, int64_t n, const float *const *src, void *const *states,
+                            float *const *out, float *scratch)
+{
+    const conv_params *p = op->params;
+    const int64_t B = rt->out.d[0], So = rt->aux[A_SO], S_in = rt->aux[A_H] * rt->aux[A_W];
+    const int64_t kt = p->kt, M = kt * p->cout, win = p->cout * So, slot = B * win;
+    const int64_t cin_g = p->cin / p->groups, cout_g = p->cout / p->groups, fstride = p->cin * S_in;
+    const int64_t items = n * B, chunk = conv_chunk_items(rt, items);
+    const int vec = conv_vector_form(p, rt), direct = (int)rt->aux[A_DIRECT];
+    const int replicate = states && op->fill == CO_FILL_REPLICATE;
+    float *col = scratch;
+    float *prod = scratch + (vec ? chunk * p->cin : chunk * So * p->kcol);
+    for (int64_t f0 = 0; f0 < items; f0 += chunk) {
+        const int64_t nf = items - f0 < chunk ? items - f0 : chunk, N = nf * So;
+        if (vec) {
+            const float *X = col;
+            if (f0 / B == (f0 + nf - 1) / B) {
+                X = src[f0 / B] + (f0 % B) * fstride; /* one stream's items are already rows */
+            } else {
+                for (int64_t f = 0; f < nf; f++)
+                    memcpy(col + f * p->cin, src[(f0 + f) / B] + ((f0 + f) % B) * fstride, (size_t)p->cin * sizeof(float));
+            }
+            co_gemm_nt(nf, M, p->cin, X, p->cin, p->w, p->kcol, 0.0f, prod, M);
+        } else {
+            for (int64_t g = 0; g < p->groups; g++) {
+                const float *cm = col;
+                int64_t ldb = N;
+                if (nf == 1 && direct) { /* 1x1 spatial kernel, stride 1, no padding: the frame is the column matrix */
+                    cm = src[f0 / B] + (f0 % B) * fstride + g * cin_g * S_in;
+                    ldb = S_in;
+                } else {
+                    for (int64_t f = 0; f < nf; f++) {
+                        const float *gsrc = src[(f0 + f) / B] + ((f0 + f) % B) * fstride + g * cin_g * S_in;
+                        if (direct)
+                            for (int64_t c = 0; c < cin_g; c++)
+                                memcpy(col + c * N + f * So, gsrc + c * S_in, (size_t)So * sizeof(float));
+                        else
+                            im2col_ld(p, rt, gsrc, S_in, cin_g, col + f * So, N);
+                    }
+                }
+                if (p->groups == 1)
+                    co_gemm_nn(M, N, p->kcol, p->w, p->kcol, cm, ldb, 0.0f, prod, N);
+                else
+                    for (int64_t j = 0; j < kt; j++) {
+                        const int64_t r = j * p->cout + g * cout_g;
+                        co_gemm_nn(cout_g, N, p->kcol, p->w + r * p->kcol, p->kcol, cm, ldb, 0.0f, prod + r * N, N);
+                    }
+            }
+        }
+        /* row r = j * cout + c of item f: at P + r * ld */
+        const int64_t ld = vec ? 1 : N;
+        for (int64_t f = 0; f < nf; f++) {
+            const int64_t i = (f0 + f) / B, b = (f0 + f) % B;
+            conv_state_head *h = states ? states[i] : NULL;
+            float *ring = h ? (float *)(h + 1) : out[i];
+            const int64_t pos = h ? h->pos : 0;
+            const float *P = vec ? prod + f * M : prod + f * So;
+            if (replicate && !h->started)
+                /* window ending at step m (1..k-1) already holds virtual frames 2-k..0, all equal to x_1:
+                 * taps 0..k-1-m of it */
+                for (int64_t m = 1; m < kt; m++) {
+                    float *d = ring + ((pos + m - 1) % kt) * slot + b * win;
+                    for (int64_t j = 0; j <= kt - 1 - m; j++) conv_add_tap(p, So, d, P + j * p->cout * ld, ld);
+                }
+            /* tap j of this frame belongs to the window ending k-1-j steps from now */
+            for (int64_t j = 0; j < kt; j++)
+                conv_add_tap(p, So, ring + ((pos + kt - 1 - j) % kt) * slot + b * win, P + j * p->cout * ld, ld);
+        }
+    }
+}
+
 static co_status conv_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
 {
     const conv_params *p = op->params;
@@ -176,7 +303,7 @@ static co_status conv_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
         T_out = (T + 2 * p->pt - p->kt) / p->st + 1;
         rt->out.d[2] = T_out;
     }
-    rt->scratch_floats = rt->aux[A_DIRECT] ? 0 : (size_t)(p->kcol * rt->aux[A_SO]);
+    rt->scratch_floats = t ? (rt->aux[A_DIRECT] ? 0 : (size_t)(p->kcol * rt->aux[A_SO])) : conv_step_scratch(p, rt, in->d[0]);
     const int64_t B = in->d[0];
     if (t) {
         rt->macs = B * T_out * p->kt * p->cout * p->kcol * rt->aux[A_SO];
@@ -189,22 +316,21 @@ static co_status conv_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
     return CO_OK;
 }
 
-/* state layout: int64 pos, countdown, started; then the float ring */
-typedef struct conv_state_head { int64_t pos, countdown, started; } conv_state_head;
 
-static int64_t first_countdown(const conv_params *p)
+/* Steps before the first window a step can emit (windows ending before the first frame, or
+ * needing frames the input stream lost, cannot be: co_first_emitted_window). */
+static int64_t first_countdown(const co_op *op)
 {
-    int64_t c = p->kt - p->pt - 1; /* steps before the first window torch would emit */
-    if (c < 0) c = ((c % p->st) + p->st) % p->st; /* windows ending before frame 1 cannot be emitted */
-    return c;
+    const conv_params *p = op->params;
+    const int64_t j0 = co_first_emitted_window(op->lost_in, p->st, p->pt, p->kt);
+    return j0 * p->st - p->pt + p->kt - 1 - op->lost_in;
 }
 
 static void conv_reset(const co_op *op, const co_oprt *rt, void *state)
 {
-    const conv_params *p = op->params;
     conv_state_head *h = state;
     h->pos = 0;
-    h->countdown = first_countdown(p);
+    h->countdown = first_countdown(op);
     h->started = 0;
     memset(h + 1, 0, rt->state_bytes - sizeof *h);
 }
@@ -213,13 +339,41 @@ static co_status conv_check_state(const co_op *op, const co_oprt *rt, const void
 {
     const conv_params *p = op->params;
     const conv_state_head *h = state;
-    int64_t max_cd = p->st - 1 > first_countdown(p) ? p->st - 1 : first_countdown(p);
+    int64_t max_cd = p->st - 1 > first_countdown(op) ? p->st - 1 : first_countdown(op);
     if (h->pos < 0 || h->pos >= p->kt || h->countdown < 0 || h->countdown > max_cd || (h->started != 0 && h->started != 1))
         return co_error(CO_ERR_STATE, "%s: saved state has out-of-range ring index or phase", op->path);
     return CO_OK;
 }
 
-static int conv_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
+/* After conv_accumulate: emits the window ending now (plus bias) if the phase says so, clears
+ * it for reuse and moves the phase. */
+static int conv_finish(const co_op *op, const co_oprt *rt, void *state, float *out)
+{
+    const conv_params *p = op->params;
+    conv_state_head *h = state;
+    const int64_t B = rt->out.d[0], So = rt->aux[A_SO], win = p->cout * So, slot = B * win;
+    float *ring = (float *)(h + 1);
+    h->started = 1;
+    float *done = ring + h->pos * slot;
+    int emit = h->countdown == 0;
+    if (emit) {
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t c = 0; c < p->cout; c++) {
+                const float bias = p->bias ? p->bias[c] : 0.0f;
+                const float *s = done + b * win + c * So;
+                float *o = out + b * win + c * So;
+                for (int64_t i = 0; i < So; i++) o[i] = s[i] + bias;
+            }
+    }
+    memset(done, 0, (size_t)slot * sizeof(float));
+    h->pos = (h->pos + 1) % p->kt;
+    h->countdown = emit ? p->st - 1 : h->countdown - 1;
+    return emit;
+}
+
+/* Depthwise: the direct loop per tap (conv_taps). */
+static int conv_step_depthwise(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out,
+                               float *scratch)
 {
     const conv_params *p = op->params;
     conv_state_head *h = state;
@@ -243,22 +397,36 @@ static int conv_step(const co_op *op, const co_oprt *rt, void *state, const floa
     /* tap j of this frame belongs to the window ending k-1-j steps from now */
     for (int64_t j = 0; j < p->kt; j++) d[j] = ring + ((h->pos + p->kt - 1 - j) % p->kt) * slot;
     conv_taps(p, rt, B, in[0], p->cin * S_in, S_in, d, win, So, scratch);
+    return conv_finish(op, rt, state, out);
+}
 
-    float *done = ring + h->pos * slot;
-    int emit = h->countdown == 0;
-    if (emit) {
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t c = 0; c < p->cout; c++) {
-                const float bias = p->bias ? p->bias[c] : 0.0f;
-                const float *s = done + b * win + c * So;
-                float *o = out + b * win + c * So;
-                for (int64_t i = 0; i < So; i++) o[i] = s[i] + bias;
-            }
+static int conv_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
+{
+    if (conv_depthwise(op->params, rt)) return conv_step_depthwise(op, rt, state, in, out, scratch);
+    void *states[1] = {state};
+    conv_accumulate(op, rt, 1, in, states, &out, scratch);
+    return conv_finish(op, rt, state, out);
+}
+
+/* n streams: one product for all their frames (in[i]: stream i's frame). */
+static void conv_step_multi(const co_op *op, const co_oprt *rt, int n, void *const *states, const float *const *in,
+                            float *const *out, int *produced, float *scratch)
+{
+    if (conv_depthwise(op->params, rt)) {
+        for (int i = 0; i < n; i++) produced[i] = conv_step_depthwise(op, rt, states[i], in + i, out[i], scratch);
+        return;
     }
-    memset(done, 0, (size_t)slot * sizeof(float));
-    h->pos = (h->pos + 1) % p->kt;
-    h->countdown = emit ? p->st - 1 : h->countdown - 1;
-    return emit;
+    conv_accumulate(op, rt, n, in, states, out, scratch);
+    for (int i = 0; i < n; i++) produced[i] = conv_finish(op, rt, states[i], out[i]);
+}
+
+static void conv_add_bias(const conv_params *p, int64_t B, int64_t So, float *out)
+{
+    const int64_t win = p->cout * So;
+    if (p->bias)
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t c = 0; c < p->cout; c++)
+                for (int64_t i = 0; i < So; i++) out[b * win + c * So + i] += p->bias[c];
 }
 
 /* Stateless case (k=1, s=1, p=0): one product per frame, no ring. */
@@ -269,13 +437,31 @@ static int conv_step_stateless(const co_op *op, const co_oprt *rt, void *state, 
     const int64_t B = rt->out.d[0], So = rt->aux[A_SO], win = p->cout * So;
     const int64_t S_in = rt->aux[A_H] * rt->aux[A_W];
     memset(out, 0, (size_t)(B * win) * sizeof(float));
-    float *d[1] = {out};
-    conv_taps(p, rt, B, in[0], p->cin * S_in, S_in, d, win, So, scratch);
-    if (p->bias)
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t c = 0; c < p->cout; c++)
-                for (int64_t i = 0; i < So; i++) out[b * win + c * So + i] += p->bias[c];
+    if (conv_depthwise(p, rt)) {
+        float *d[1] = {out};
+        conv_taps(p, rt, B, in[0], p->cin * S_in, S_in, d, win, So, scratch);
+    } else {
+        conv_accumulate(op, rt, 1, in, NULL, &out, scratch);
+    }
+    conv_add_bias(p, B, So, out);
     return 1;
+}
+
+static void conv_step_multi_stateless(const co_op *op, const co_oprt *rt, int n, void *const *states,
+                                      const float *const *in, float *const *out, int *produced, float *scratch)
+{
+    const conv_params *p = op->params;
+    const int64_t B = rt->out.d[0], So = rt->aux[A_SO], win = p->cout * So;
+    if (conv_depthwise(p, rt)) {
+        for (int i = 0; i < n; i++) produced[i] = conv_step_stateless(op, rt, NULL, in + i, out[i], scratch);
+        return;
+    }
+    for (int i = 0; i < n; i++) memset(out[i], 0, (size_t)(B * win) * sizeof(float));
+    conv_accumulate(op, rt, n, in, NULL, out, scratch);
+    for (int i = 0; i < n; i++) {
+        conv_add_bias(p, B, So, out[i]);
+        produced[i] = 1;
+    }
 }
 
 static co_status conv_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in,
@@ -315,8 +501,10 @@ static co_status conv_clip(const co_op *op, const co_oprt *rt, const co_tshape *
     return CO_OK;
 }
 
-static const co_op_class k_conv = {"conv", conv_resolve, conv_reset, conv_check_state, conv_step, conv_clip, NULL};
-static const co_op_class k_conv_stateless = {"conv", conv_resolve, NULL, NULL, conv_step_stateless, conv_clip, NULL};
+static const co_op_class k_conv = {"conv", conv_resolve, conv_reset, conv_check_state, conv_step, conv_clip, NULL,
+                                   .step_multi = conv_step_multi};
+static const co_op_class k_conv_stateless = {"conv", conv_resolve, NULL, NULL, conv_step_stateless, conv_clip, NULL,
+                                             .step_multi = conv_step_multi_stateless};
 
 co_status co_build_conv(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
@@ -385,6 +573,7 @@ co_status co_build_conv(co_builder *b, const cJSON *node, const char *path, int 
     co_op *op = co_emit(b, stateless ? &k_conv_stateless : &k_conv, path, 1, &in, p);
     if (!op) return co_emit_failure(b);
     op->end_pad = (int)pd[0];
+    op->lost_out = co_first_emitted_window(op->lost_in, s[0], pd[0], k[0]);
     op->fill = fill == 1 ? CO_FILL_REPLICATE : CO_FILL_ZEROS;
     *out = op->out;
     props->receptive_field = k[0];
@@ -393,3 +582,11 @@ co_status co_build_conv(co_builder *b, const cJSON *node, const char *path, int 
     props->delay = k[0] - 1 - pd[0];
     return CO_OK;
 }
+
+/* ---- this family's module types (the registry, build.h); variant unused: the build reads "type" */
+static const co_module_reg k_conv_modules[] = {
+    {"Conv1d", co_build_conv, 0},
+    {"Conv2d", co_build_conv, 0},
+    {"Conv3d", co_build_conv, 0},
+};
+CO_MODULE_LIST(co_conv_modules, k_conv_modules)

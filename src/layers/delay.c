@@ -113,3 +113,9 @@ co_status co_build_delay(co_builder *b, const cJSON *node, const char *path, int
     *out = op->out;
     return CO_OK;
 }
+
+/* ---- this family's module types (the registry, build.h); variant unused: the build reads "type" */
+static const co_module_reg k_delay_modules[] = {
+    {"Delay", co_build_delay, 0},
+};
+CO_MODULE_LIST(co_delay_modules, k_delay_modules)

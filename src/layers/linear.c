@@ -21,6 +21,7 @@ typedef struct linear_params {
     int64_t in_f, out_f;
     int channel_dim;
     const float *w, *bias; /* model-owned */
+    void *w_packed;        /* W^T packed for co_gemm_packed at build (owned; frees with the op) */
 } linear_params;
 
 enum { A_AXIS, A_OUTER, A_INNER };
@@ -59,8 +60,8 @@ static void linear_run(const co_op *op, const co_oprt *rt, const float *x, float
 {
     const linear_params *p = op->params;
     const int64_t outer = rt->aux[A_OUTER], inner = rt->aux[A_INNER];
-    if (inner == 1) { /* rows of x are feature vectors: Y = X W^T */
-        co_gemm_nt(outer, p->out_f, p->in_f, x, p->in_f, p->w, p->in_f, 0.0f, y, p->out_f);
+    if (inner == 1) { /* rows of x are feature vectors: Y = X W^T, W packed at build */
+        co_gemm_packed(outer, p->out_f, p->in_f, x, p->in_f, p->w_packed, 0.0f, y, p->out_f);
         if (p->bias)
             for (int64_t o = 0; o < outer; o++)
                 for (int64_t j = 0; j < p->out_f; j++) y[o * p->out_f + j] += p->bias[j];
@@ -81,7 +82,14 @@ static int linear_step(const co_op *op, const co_oprt *rt, void *state, const fl
     return 1;
 }
 
-static const co_op_class k_linear = {"linear", linear_resolve, NULL, NULL, linear_step, NULL, NULL};
+static void linear_destroy(co_op *op)
+{
+    linear_params *p = op->params;
+    if (p) co_free(p->w_packed);
+    co_free(p);
+}
+
+static const co_op_class k_linear = {"linear", linear_resolve, NULL, NULL, linear_step, NULL, linear_destroy};
 
 co_status co_build_linear(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
@@ -106,9 +114,21 @@ co_status co_build_linear(co_builder *b, const cJSON *node, const char *path, in
         co_free(p);
         return st;
     }
+    /* the weight in the layout the product kernels read (kernels/gemm.h), once per model */
+    if (!(p->w_packed = co_alloc(co_gemm_pack_size(in_f, out_f)))) {
+        co_free(p);
+        return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
+    co_gemm_pack_b(1, in_f, out_f, p->w, in_f, p->w_packed);
     co_op *op = co_emit(b, &k_linear, path, 1, &in, p);
     if (!op) return co_emit_failure(b);
     *out = op->out;
     co_props_frame_local(props);
     return CO_OK;
 }
+
+/* ---- this family's module types (the registry, build.h); variant unused: the build reads "type" */
+static const co_module_reg k_linear_modules[] = {
+    {"Linear", co_build_linear, 0},
+};
+CO_MODULE_LIST(co_linear_modules, k_linear_modules)

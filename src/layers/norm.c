@@ -11,13 +11,15 @@
  *                      one frame — the reference's own difference (semantics.md Q11), kept.
  *   "layer_norm"     — over the trailing len(normalized_shape) dims, which must be spatial, so
  *                      that clip and frame mode normalise the same elements.
- * Statistics are accumulated in double (two passes); rstd = 1 / sqrt(var + eps) as in ATen.
+ * Statistics are accumulated in double (two passes); rstd = 1 / sqrt(var + eps) as in ATen. The
+ * per-channel affine and the layer-norm rows are the shared kernels of src/kernels/pointwise.c.
  */
 #include <float.h>
 #include <math.h>
 #include <string.h>
 
 #include "core/build.h"
+#include "kernels/pointwise.h"
 
 enum { A_OUTER, A_DIM, A_INNER };
 
@@ -69,26 +71,13 @@ static co_status channel_affine_resolve(const co_op *op, const co_tshape *in, co
     return CO_OK;
 }
 
-static void channel_affine_run(const channel_affine_params *p, const co_oprt *rt, const float *restrict x,
-                               float *restrict y)
-{
-    const int64_t outer = rt->aux[A_OUTER], channels = rt->aux[A_DIM], inner = rt->aux[A_INNER];
-    const float *scale = p->coef, *shift = p->coef + p->channels;
-    for (int64_t o = 0; o < outer; o++)
-        for (int64_t c = 0; c < channels; c++) {
-            const float s = scale[c], t = shift[c];
-            const float *xr = x + (o * channels + c) * inner;
-            float *yr = y + (o * channels + c) * inner;
-            for (int64_t i = 0; i < inner; i++) yr[i] = xr[i] * s + t;
-        }
-}
-
 static int channel_affine_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out,
                                float *scratch)
 {
     (void)state;
     (void)scratch;
-    channel_affine_run(op->params, rt, in[0], out);
+    const channel_affine_params *p = op->params;
+    co_channel_affine(rt->aux[A_OUTER], rt->aux[A_DIM], rt->aux[A_INNER], p->coef, p->coef + p->channels, in[0], out);
     return 1;
 }
 
@@ -130,7 +119,10 @@ static void group_norm_run(const group_norm_params *p, const co_oprt *rt, const 
             const int64_t c0 = g * per_group, at = (n * channels + c0) * inner; /* a group is contiguous */
             double mean, var;
             moments(x + at, per_group * inner, &mean, &var);
-            const double rstd = 1.0 / sqrt(var + p->eps);
+            double rstd = 1.0 / sqrt(var + p->eps);
+            /* torch sums x and x^2 in float32: where that sum of squares overflows, its output is
+             * NaN; match that rather than stay finite in double */
+            if ((var + mean * mean) * (double)(per_group * inner) > FLT_MAX) rstd = NAN;
             for (int64_t c = c0; c < c0 + per_group; c++) {
                 /* fold normalisation and affine into one scale/shift per channel, as ATen does */
                 const double s = rstd * (p->w ? p->w[c] : 1.0f);
@@ -189,29 +181,13 @@ static co_status layer_norm_resolve(const co_op *op, const co_tshape *in, co_opr
     return CO_OK;
 }
 
-static void layer_norm_run(const layer_norm_params *p, const co_oprt *rt, const float *restrict x, float *restrict y)
-{
-    const int64_t rows = rt->aux[A_OUTER], n = rt->aux[A_DIM];
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * n;
-        float *yr = y + r * n;
-        double mean, var;
-        moments(xr, n, &mean, &var);
-        const double rstd = 1.0 / sqrt(var + p->eps);
-        const float scale = (float)rstd, shift = (float)(-rstd * mean);
-        if (p->w && p->bias)
-            for (int64_t i = 0; i < n; i++) yr[i] = (xr[i] * scale + shift) * p->w[i] + p->bias[i];
-        else
-            for (int64_t i = 0; i < n; i++) yr[i] = xr[i] * scale + shift;
-    }
-}
-
 static int layer_norm_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out,
                            float *scratch)
 {
     (void)state;
     (void)scratch;
-    layer_norm_run(op->params, rt, in[0], out);
+    const layer_norm_params *p = op->params;
+    co_layer_norm_rows(rt->aux[A_OUTER], rt->aux[A_DIM], p->eps, p->w, p->bias, in[0], out); /* affine: both */
     return 1;
 }
 
@@ -234,14 +210,17 @@ static const norm_type k_norm_types[] = {
     {"GroupNorm", FAM_GROUP, 0},      {"LayerNorm", FAM_LAYER, 0},
 };
 
-static const norm_type *find_norm_type(const char *type)
-{
-    for (size_t i = 0; i < sizeof k_norm_types / sizeof k_norm_types[0]; i++)
-        if (strcmp(k_norm_types[i].name, type) == 0) return &k_norm_types[i];
-    return NULL;
-}
+enum { K_NORM_TYPES = sizeof k_norm_types / sizeof k_norm_types[0] };
 
-int co_is_norm_type(const char *type) { return type && find_norm_type(type) != NULL; }
+/* The registry's view of k_norm_types (variant: the row). */
+int co_norm_modules(size_t i, co_module_reg *out)
+{
+    if (i >= K_NORM_TYPES) return 0;
+    out->type = k_norm_types[i].name;
+    out->build = co_build_norm;
+    out->variant = (int)i;
+    return 1;
+}
 
 static const int64_t k_max_features = (int64_t)1 << 24;
 
@@ -349,9 +328,9 @@ static co_status build_layer_norm(co_builder *b, const cJSON *node, const char *
 
 co_status co_build_norm(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
-    const cJSON *type_item = cJSON_GetObjectItemCaseSensitive(node, "type");
-    const norm_type *t = cJSON_IsString(type_item) ? find_norm_type(type_item->valuestring) : NULL;
-    if (!t) return co_error(CO_ERR_NETWORK, "%s: not a normalisation type", node_name(path));
+    const int v = co_build_variant(b);
+    if (v < 0 || v >= K_NORM_TYPES) return co_error(CO_ERR_NETWORK, "%s: not a normalisation type", node_name(path));
+    const norm_type *t = &k_norm_types[v];
     if (in < 0) /* checked before building, as co_emit's own refusal carries no status */
         return co_error(CO_ERR_NETWORK, "%s (%s): takes one stream but receives a list (from Broadcast/Parallel)",
                         node_name(path), t->name);

@@ -166,26 +166,26 @@ static int64_t spatial_count(const pool_params *p, const co_oprt *rt, int64_t oh
 /* ---- step mode ---- */
 typedef struct pool_head { int64_t pos, countdown, started; } pool_head;
 
-static int64_t first_countdown(const pool_params *p, int64_t span)
+/* Steps before the first window a step can emit (co_first_emitted_window). */
+static int64_t first_countdown(const co_op *op, int64_t span)
 {
-    int64_t c = span - p->pt - 1;
-    if (c < 0) c = ((c % p->st) + p->st) % p->st;
-    return c;
+    const pool_params *p = op->params;
+    const int64_t j0 = co_first_emitted_window(op->lost_in, p->st, p->pt, span);
+    return j0 * p->st - p->pt + span - 1 - op->lost_in;
 }
 
 static void pool_reset(const co_op *op, const co_oprt *rt, void *state)
 {
-    const pool_params *p = op->params;
     pool_head *h = state;
     memset(state, 0, rt->state_bytes);
-    h->countdown = first_countdown(p, rt->aux[A_SPAN]);
+    h->countdown = first_countdown(op, rt->aux[A_SPAN]);
 }
 
 static co_status pool_check_state(const co_op *op, const co_oprt *rt, const void *state)
 {
     const pool_params *p = op->params;
     const pool_head *h = state;
-    const int64_t span = rt->aux[A_SPAN], fc = first_countdown(p, span);
+    const int64_t span = rt->aux[A_SPAN], fc = first_countdown(op, span);
     if (h->pos < 0 || h->pos >= span || h->countdown < 0 || h->countdown > (fc > p->st - 1 ? fc : p->st - 1) ||
         (h->started != 0 && h->started != 1))
         return co_error(CO_ERR_STATE, "%s: saved state has an out-of-range ring index or phase", op->path);
@@ -358,6 +358,7 @@ co_status co_build_pool(co_builder *b, const cJSON *node, const char *path, int 
     co_op *op = co_emit(b, &k_pool, path, 1, &in, p);
     if (!op) return co_emit_failure(b);
     op->end_pad = (int)p->pt;
+    op->lost_out = co_first_emitted_window(op->lost_in, p->st, p->pt, p->dt * (p->kt - 1) + 1);
     op->fill = fill == 1 ? CO_FILL_REPLICATE : (p->is_max || fill == 2) ? CO_FILL_NEG_INF : CO_FILL_ZEROS;
     *out = op->out;
     props->receptive_field = p->dt * (p->kt - 1) + 1;
@@ -369,3 +370,13 @@ fail:
     co_free(p);
     return st;
 }
+
+/* ---- this family's module types (the registry, build.h); variant unused: the build reads "type" */
+static const co_module_reg k_pool_modules[] = {
+    {"AvgPool1d", co_build_pool, 0},         {"AvgPool2d", co_build_pool, 0},
+    {"AvgPool3d", co_build_pool, 0},         {"MaxPool1d", co_build_pool, 0},
+    {"MaxPool2d", co_build_pool, 0},         {"MaxPool3d", co_build_pool, 0},
+    {"AdaptiveAvgPool2d", co_build_pool, 0}, {"AdaptiveAvgPool3d", co_build_pool, 0},
+    {"AdaptiveMaxPool2d", co_build_pool, 0}, {"AdaptiveMaxPool3d", co_build_pool, 0},
+};
+CO_MODULE_LIST(co_pool_modules, k_pool_modules)

@@ -10,6 +10,7 @@
 
 #include "core/build.h"
 #include "kernels/gemm.h"
+#include "kernels/pointwise.h"
 
 enum cell { CELL_RNN_TANH, CELL_RNN_RELU, CELL_GRU, CELL_LSTM };
 
@@ -71,12 +72,14 @@ static void rnn_cell_step(const rnn_params *p, int64_t B, const float *x, float 
             float *hb = hl + b * p->out;
             switch (p->cell) {
             case CELL_RNN_TANH:
-            case CELL_RNN_RELU:
-                for (int64_t j = 0; j < H; j++) {
-                    float v = ax[j] + ah[j];
-                    hb[j] = p->cell == CELL_RNN_TANH ? tanhf(v) : (v > 0 ? v : 0);
-                }
+                for (int64_t j = 0; j < H; j++) hb[j] = tanhf(ax[j] + ah[j]);
                 break;
+            case CELL_RNN_RELU: { /* the shared relu: NaN stays NaN, as torch */
+                static const co_pointwise k_relu = {CO_PW_RELU, 0.0f, 0.0f, 0.0f};
+                for (int64_t j = 0; j < H; j++) hb[j] = ax[j] + ah[j];
+                co_pointwise_run(&k_relu, hb, hb, H);
+                break;
+            }
             case CELL_GRU: /* gates r, z, n */
                 for (int64_t j = 0; j < H; j++) {
                     float r = sigm(ax[j] + ah[j]), z = sigm(ax[H + j] + ah[H + j]);
@@ -133,7 +136,7 @@ static co_status rnn_clip(const co_op *op, const co_oprt *rt, const co_tshape *i
     return CO_OK;
 }
 
-static const co_op_class k_rnn = {"rnn", rnn_resolve, NULL, NULL, rnn_step, rnn_clip, NULL};
+static const co_op_class k_rnn = {"rnn", rnn_resolve, NULL, NULL, rnn_step, rnn_clip, NULL, .whole_stream = 1};
 
 co_status co_build_rnn(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
@@ -151,7 +154,8 @@ co_status co_build_rnn(co_builder *b, const cJSON *node, const char *path, int i
         (st = co_get_bool(b, node, path, "bidirectional", 0, 0, &bidir)) ||
         (st = co_get_float(b, node, path, "dropout", 0, 0.0, 0.0, 1.0, &dropout)))
         return st;
-    int cell = strcmp(type, "GRU") == 0 ? CELL_GRU : strcmp(type, "LSTM") == 0 ? CELL_LSTM : CELL_RNN_TANH;
+    int cell = co_build_variant(b); /* CELL_RNN_TANH (RNN), CELL_GRU or CELL_LSTM */
+    if (cell < 0) return co_error(CO_ERR_NETWORK, "%s: not a recurrent type", path);
     if (cell == CELL_RNN_TANH && (st = co_get_choice(b, node, path, "nonlinearity", 0, 0, k_nonlin, &nonlin))) return st;
     if (nonlin == 1) cell = CELL_RNN_RELU;
     if (cell == CELL_LSTM && (st = co_get_int(b, node, path, "proj_size", 0, 0, 0, hidden - 1, &proj))) return st;
@@ -195,3 +199,11 @@ co_status co_build_rnn(co_builder *b, const cJSON *node, const char *path, int i
     co_props_frame_local(props);
     return CO_OK;
 }
+
+/* ---- this family's module types (the registry, build.h); variant: the cell ---- */
+static const co_module_reg k_rnn_modules[] = {
+    {"RNN", co_build_rnn, CELL_RNN_TANH},
+    {"GRU", co_build_rnn, CELL_GRU},
+    {"LSTM", co_build_rnn, CELL_LSTM},
+};
+CO_MODULE_LIST(co_rnn_modules, k_rnn_modules)

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/build.h"
+#include "kernels/pointwise.h"
 
 /* ---- ChannelLayerNorm: LayerNorm(E) applied to each token of (B, E, *) ---- */
 typedef struct cln_params { int64_t E; float eps; const float *w, *b; } cln_params;
@@ -26,36 +27,34 @@ static co_status cln_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
                         co_tshape_str(in, buf, sizeof buf));
     rt->out = *in;
     rt->macs = 4 * co_tshape_numel(in);
+    rt->scratch_floats = co_tshape_inner(in) > 1 ? 2 * (size_t)p->E : 0;
     return CO_OK;
 }
 
-static void cln_run(const co_op *op, const co_oprt *rt, const float *x, float *y)
+/* LayerNorm over E at each position: rows of E floats with stride `inner`; a frame (B, E) has
+ * contiguous rows, other shapes go through scratch one position at a time. */
+static void cln_run(const co_op *op, const co_oprt *rt, const float *x, float *y, float *scratch)
 {
     const cln_params *p = op->params;
     const int64_t B = rt->out.d[0], E = p->E, inner = co_tshape_inner(&rt->out);
+    if (inner == 1) {
+        co_layer_norm_rows(B, E, p->eps, p->w, p->b, x, y);
+        return;
+    }
+    float *row = scratch, *res = scratch + E;
     for (int64_t b = 0; b < B; b++)
         for (int64_t s = 0; s < inner; s++) {
             const float *xs = x + b * E * inner + s;
             float *ys = y + b * E * inner + s;
-            double mean = 0, var = 0;
-            for (int64_t c = 0; c < E; c++) mean += xs[c * inner];
-            mean /= (double)E;
-            for (int64_t c = 0; c < E; c++) {
-                double d = xs[c * inner] - mean;
-                var += d * d;
-            }
-            var /= (double)E; /* biased, as torch */
-            const float inv = (float)(1.0 / sqrt(var + p->eps)), mu = (float)mean;
-            for (int64_t c = 0; c < E; c++) {
-                float v = (xs[c * inner] - mu) * inv;
-                ys[c * inner] = p->w ? v * p->w[c] + (p->b ? p->b[c] : 0.0f) : v;
-            }
+            for (int64_t c = 0; c < E; c++) row[c] = xs[c * inner];
+            co_layer_norm_rows(1, E, p->eps, p->w, p->b, row, res);
+            for (int64_t c = 0; c < E; c++) ys[c * inner] = res[c];
         }
 }
 
 static int cln_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
 {
-    cln_run(op, rt, in[0], out);
+    cln_run(op, rt, in[0], out, scratch);
     return 1;
 }
 
@@ -139,7 +138,8 @@ static co_status rpe_clip(const co_op *op, const co_oprt *rt, const co_tshape *i
 }
 
 static const co_op_class k_rpe = {.name = "recycling_positional_encoding", .resolve = rpe_resolve,
-                                  .check_state = rpe_check_state, .step = rpe_step, .clip = rpe_clip};
+                                  .check_state = rpe_check_state, .step = rpe_step, .clip = rpe_clip,
+                                  .whole_stream = 1};
 
 static co_status build_rpe(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
@@ -257,7 +257,8 @@ static co_status window_clip(const co_op *op, const co_oprt *rt, const co_tshape
 }
 
 static const co_op_class k_window = {.name = "token_window", .resolve = window_resolve,
-                                     .check_state = window_check_state, .step = window_step, .clip = window_clip};
+                                     .check_state = window_check_state, .step = window_step, .clip = window_clip,
+                                     .whole_stream = 1};
 
 static co_status build_window(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
@@ -396,7 +397,8 @@ static int rlambda_step(const co_op *op, const co_oprt *rt, void *state, const f
 
 static void rlambda_destroy(co_op *op) { co_subplan_free(op->params); }
 
-static const co_op_class k_rlambda = {.name = "retroactive_lambda", .resolve = rlambda_resolve, .step = rlambda_step, .destroy = rlambda_destroy, .release = rlambda_release};
+static const co_op_class k_rlambda = {.name = "retroactive_lambda", .resolve = rlambda_resolve, .step = rlambda_step, .destroy = rlambda_destroy, .release = rlambda_release,
+                                     .whole_stream = 1};
 
 static co_status build_rlambda(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
@@ -432,3 +434,14 @@ co_status co_build_transformer_part(co_builder *b, const cJSON *node, const char
     if (strcmp(type, "RetroactiveLambda") == 0) return build_rlambda(b, node, path, in, out, p);
     return build_window(b, node, path, in, out, p); /* SelectOrDelay, RetroactiveUnity */
 }
+
+/* ---- this family's module types (the registry, build.h); variant unused: the build reads "type" */
+static const co_module_reg k_transformer_modules[] = {
+    {"ChannelLayerNorm", co_build_transformer_part, 0},
+    {"RecyclingPositionalEncoding", co_build_transformer_part, 0},
+    {"SelectOrDelay", co_build_transformer_part, 0},
+    {"RetroactiveUnity", co_build_transformer_part, 0},
+    {"SqueezeLast", co_build_transformer_part, 0},
+    {"RetroactiveLambda", co_build_transformer_part, 0},
+};
+CO_MODULE_LIST(co_transformer_modules, k_transformer_modules)

@@ -3,21 +3,25 @@
  * Constant, Zero, One and Lambda (a named built-in element-wise function, or a C callback
  * given at load). All are stateless but Skip.
  */
-#include <math.h>
 #include <string.h>
 
 #include "core/build.h"
+#include "kernels/pointwise.h"
 
 enum util_kind { U_SKIP, U_RESHAPE, U_ADD, U_MUL, U_CONST, U_LAMBDA };
-enum builtin { B_NONE, B_IDENTITY, B_RELU, B_SIGMOID, B_TANH, B_EXP, B_LOG, B_ABS, B_NEG, B_SQUARE, B_SQRT, B_SIN, B_COS };
-static const char *const k_builtins[] = {"", "identity", "relu", "sigmoid", "tanh", "exp", "log", "abs", "neg", "square",
+/* the registry's variants: which type a node is */
+enum util_type { T_SKIP, T_RESHAPE, T_ADD, T_MULTIPLY, T_CONSTANT, T_ZERO, T_ONE, T_LAMBDA };
+/* Lambda's built-in functions (docs/format.md): torch functional names, whose formulas are
+ * co_read_pointwise's (one implementation, NaN handled as torch) */
+static const char *const k_builtins[] = {"identity", "relu", "sigmoid", "tanh", "exp", "log", "abs", "neg", "square",
                                          "sqrt", "sin", "cos", NULL};
 
 typedef struct util_params {
     int kind;
     int64_t steps;      /* Skip */
     float value;        /* Add / Multiply / Constant */
-    int builtin;        /* Lambda */
+    int builtin;        /* Lambda: a built-in, whose formula is `pw` */
+    co_pointwise pw;
     int takes_time;     /* Lambda: the callback sees whole clips in forward */
     co_lambda_fn fn;
     void *user;
@@ -88,20 +92,8 @@ static void elementwise(const util_params *p, const float *x, float *y, int64_t 
     case U_CONST: for (int64_t i = 0; i < n; i++) y[i] = v; return;
     default: break;
     }
-    switch (p->builtin) {
-    case B_RELU: for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0; return;
-    case B_SIGMOID: for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i])); return;
-    case B_TANH: for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]); return;
-    case B_EXP: for (int64_t i = 0; i < n; i++) y[i] = expf(x[i]); return;
-    case B_LOG: for (int64_t i = 0; i < n; i++) y[i] = logf(x[i]); return;
-    case B_ABS: for (int64_t i = 0; i < n; i++) y[i] = fabsf(x[i]); return;
-    case B_NEG: for (int64_t i = 0; i < n; i++) y[i] = -x[i]; return;
-    case B_SQUARE: for (int64_t i = 0; i < n; i++) y[i] = x[i] * x[i]; return;
-    case B_SQRT: for (int64_t i = 0; i < n; i++) y[i] = sqrtf(x[i]); return;
-    case B_SIN: for (int64_t i = 0; i < n; i++) y[i] = sinf(x[i]); return;
-    case B_COS: for (int64_t i = 0; i < n; i++) y[i] = cosf(x[i]); return;
-    default: memcpy(y, x, (size_t)n * sizeof(float)); return;
-    }
+    if (p->builtin) co_pointwise_run(&p->pw, x, y, n);
+    else memcpy(y, x, (size_t)n * sizeof(float));
 }
 
 static co_status util_check_state(const co_op *op, const co_oprt *rt, const void *state)
@@ -186,16 +178,18 @@ static const co_op_class k_util_stateless = {"utility", util_resolve, NULL, NULL
 
 co_status co_build_utility(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
-    const char *type = cJSON_GetObjectItemCaseSensitive(node, "type")->valuestring;
+    const int type = co_build_variant(b);
     util_params *p = co_calloc(1, sizeof *p);
     if (!p) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     co_status st = CO_OK;
     double v = 0;
     co_props_frame_local(props);
-    if (strcmp(type, "Skip") == 0) {
+    switch (type) {
+    case T_SKIP:
         p->kind = U_SKIP;
         st = co_get_int(b, node, path, "steps", 1, 0, 1, 1 << 30, &p->steps);
-    } else if (strcmp(type, "Reshape") == 0) {
+        break;
+    case T_RESHAPE: {
         p->kind = U_RESHAPE;
         co_mark_batch_bound(b);
         int n;
@@ -209,25 +203,34 @@ co_status co_build_utility(co_builder *b, const cJSON *node, const char *path, i
                 if (p->shape[i] == 0) st = co_error(CO_ERR_NETWORK, "%s: Reshape sizes must be positive or -1", path);
             if (!st && frees > 1) st = co_error(CO_ERR_NETWORK, "%s: Reshape may have one -1 only", path);
         }
-    } else if (strcmp(type, "Add") == 0 || strcmp(type, "Constant") == 0) {
-        p->kind = type[0] == 'A' ? U_ADD : U_CONST;
+        break;
+    }
+    case T_ADD:
+    case T_CONSTANT:
+        p->kind = type == T_ADD ? U_ADD : U_CONST;
         st = co_get_float(b, node, path, "constant", 1, 0, -3.4e38, 3.4e38, &v);
         p->value = (float)v;
-    } else if (strcmp(type, "Multiply") == 0) {
+        break;
+    case T_MULTIPLY:
         p->kind = U_MUL;
         st = co_get_float(b, node, path, "factor", 1, 0, -3.4e38, 3.4e38, &v);
         p->value = (float)v;
-    } else if (strcmp(type, "Zero") == 0 || strcmp(type, "One") == 0) {
+        break;
+    case T_ZERO:
+    case T_ONE:
         p->kind = U_CONST;
-        p->value = type[0] == 'O' ? 1.0f : 0.0f;
-    } else { /* Lambda */
+        p->value = type == T_ONE ? 1.0f : 0.0f;
+        break;
+    case T_LAMBDA: {
         const char *fname;
         p->kind = U_LAMBDA;
         if (!(st = co_get_string(b, node, path, "function", 1, NULL, 256, &fname)) &&
             !(st = co_get_bool(b, node, path, "takes_time", 0, 0, &p->takes_time))) {
-            for (int i = 1; k_builtins[i]; i++)
-                if (strcmp(fname, k_builtins[i]) == 0) p->builtin = i;
-            if (!p->builtin) {
+            for (int i = 0; k_builtins[i]; i++)
+                if (strcmp(fname, k_builtins[i]) == 0) p->builtin = 1;
+            if (p->builtin) {
+                st = co_read_pointwise(b, node, path, fname, &p->pw); /* the built-ins have no keys */
+            } else {
                 const co_callback *cb = co_find_callback(b, fname);
                 if (!cb || !cb->lambda)
                     st = co_error(CO_ERR_NETWORK,
@@ -239,6 +242,11 @@ co_status co_build_utility(co_builder *b, const cJSON *node, const char *path, i
                 }
             }
         }
+        break;
+    }
+    default:
+        st = co_error(CO_ERR_NETWORK, "%s: not a utility type", path);
+        break;
     }
     if (st) {
         co_free(p);
@@ -249,3 +257,13 @@ co_status co_build_utility(co_builder *b, const cJSON *node, const char *path, i
     *out = op->out;
     return CO_OK;
 }
+
+/* ---- this family's module types (the registry, build.h) ---- */
+static const co_module_reg k_utility_modules[] = {
+    {"Skip", co_build_utility, T_SKIP},         {"Reshape", co_build_utility, T_RESHAPE},
+    {"Add", co_build_utility, T_ADD},           {"Multiply", co_build_utility, T_MULTIPLY},
+    {"Constant", co_build_utility, T_CONSTANT}, {"Zero", co_build_utility, T_ZERO},
+    {"One", co_build_utility, T_ONE},           {"Lambda", co_build_utility, T_LAMBDA},
+};
+_Static_assert(sizeof k_utility_modules / sizeof k_utility_modules[0] == T_LAMBDA + 1, "one row per util_type");
+CO_MODULE_LIST(co_utility_modules, k_utility_modules)

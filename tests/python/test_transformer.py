@@ -451,3 +451,19 @@ def test_cooadtr_small(tmp_path, L):
         assert max(errs) < 1e-4
     else:
         assert max(errs[:N - 1]) < 1e-3 and max(errs[N - 1:]) > 1e-2
+
+
+@pytest.mark.no_lib
+def test_reference_encoder_exports_select_or_delay():
+    """The reference's 2-layer co.TransformerEncoder routes its residual through SelectOrDelay (the
+    query lag of the single-output layer); the exporter writes that node as built."""
+    co = pytest.importorskip("continual")
+    enc = co.TransformerEncoder.build_from(
+        nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 2), sequence_len=4)
+
+    def types(node):
+        yield node["type"]
+        for c in node.get("children", []):
+            yield from types(c)
+
+    assert "SelectOrDelay" in set(types(continual_c.to_network(enc)[0]))

@@ -128,11 +128,16 @@ def test_closures(tmp_path, make, fn, node):
 def test_closure_export_errors():
     with pytest.raises(continual_c.ExportError, match=r"constant is a tensor of shape \(3,\)"):
         continual_c.to_network(co.Add(torch.ones(3)))
-    with pytest.raises(continual_c.ExportError, match=r"call-mode specific"):
-        continual_c.to_network(co.Lambda(forward_only_fn=torch.relu, forward_step_only_fn=torch.relu,
+    with pytest.raises(continual_c.ExportError, match=r"call-mode specific"):  # modes that compute differently
+        continual_c.to_network(co.Lambda(forward_only_fn=torch.relu, forward_step_only_fn=torch.tanh,
                                          forward_steps_only_fn=torch.relu))
-    with pytest.raises(continual_c.ExportError, match=r"Lambda at '1'.*__name__"):
-        continual_c.to_network(co.Sequential(co.Identity(), co.Lambda(lambda x: x * 2)))
+    # one function for every mode is that function
+    assert continual_c.to_network(co.Lambda(forward_only_fn=torch.relu, forward_step_only_fn=torch.relu,
+                                            forward_steps_only_fn=torch.relu))[0]["function"] == "relu"
+    # an anonymous function is traced now; one that leaves the primitive set is named, with its line
+    with pytest.raises(continual_c.ExportError, match=r"Lambda at '1'.*test_utility.py"):
+        continual_c.export(co.Sequential(co.Identity(), co.Lambda(lambda x: torch.sort(x, dim=1)[0])),
+                           "/dev/null", input_shape=(2,))
 
 
 # ---- Lambda --------------------------------------------------------------------------------------------
@@ -197,7 +202,7 @@ def test_lambda_callback_frame_wise(tmp_path):
     net[1].fn.__name__ = "clip_norm"  # a named function, as the exporter needs
     x = torch.randn(2, 2, 8, 5)
     path = tmp_path / "lam.safetensors"
-    continual_c.export(net, str(path), input_shape=(2, 5))
+    continual_c.export(net, str(path), input_shape=(2, 5), callbacks=["clip_norm"])  # kept as a C callback
     assert continual_c.read_model_file(str(path))[0]["children"][1] == {
         "type": "Lambda", "name": "1", "function": "clip_norm", "takes_time": False}
     seen = []
@@ -221,7 +226,7 @@ def test_lambda_callback_takes_time(tmp_path):
     net = co.Sequential(co.Conv1d(2, 3, 3, padding=1), co.Lambda(softsq_t, takes_time=True))
     x = torch.randn(2, 2, 7)
     path = tmp_path / "lam2.safetensors"
-    continual_c.export(net, str(path), input_shape=(2,))
+    continual_c.export(net, str(path), input_shape=(2,), callbacks=[softsq_t])
     shapes = []
 
     def cb(a):
@@ -239,7 +244,7 @@ def test_lambda_callback_errors(tmp_path):
 
     net = co.Lambda(twice)
     path = tmp_path / "lam3.safetensors"
-    continual_c.export(net, str(path), input_shape=(2,))
+    continual_c.export(net, str(path), input_shape=(2,), callbacks=["twice"])
     with pytest.raises(continual_c.Error) as e:
         continual_c.load(str(path))
     assert e.value.status_name == "CO_ERR_NETWORK" and "twice" in e.value.message
