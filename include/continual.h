@@ -127,6 +127,9 @@ CO_API co_status co_model_frame_shape(const co_model *model, co_shape *frame_sha
 
 /* Number of parameters (float weights) and the network's node tree.
  * Nodes are numbered in pre-order; node 0 is the root. */
+/* The file's free-text description (metadata "description", e.g. what the model is and the
+ * figures its paper gives), or "" when it has none. Owned by the model. Never NULL. */
+CO_API const char *co_model_description(const co_model *model);
 CO_API int64_t co_model_param_count(const co_model *model);
 CO_API int co_model_node_count(const co_model *model);
 typedef struct co_node_info {

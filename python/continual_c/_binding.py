@@ -86,6 +86,7 @@ def _declare(lib):
         "co_model_temporal": (I, [P, C.POINTER(_Temporal)]),
         "co_model_frame_shape": (I, [P, C.POINTER(_Shape)]),
         "co_model_param_count": (I64, [P]),
+        "co_model_description": (C.c_char_p, [P]),
         "co_model_node_count": (I, [P]),
         "co_model_node": (I, [P, I, C.POINTER(_NodeInfo)]),
         "co_model_plan_info": (I, [P, I, C.POINTER(_Shape), C.POINTER(_PlanInfo)]),
@@ -284,6 +285,11 @@ class Model(_Closable):
     @property
     def param_count(self):
         return int(self._lib.co_model_param_count(self._handle))
+
+    @property
+    def description(self):
+        """The file's free-text description ("" if none)."""
+        return (self._lib.co_model_description(self._handle) or b"").decode("utf-8", "replace")
 
     @property
     def nodes(self):

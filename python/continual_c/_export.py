@@ -866,7 +866,7 @@ def _tensor_to_numpy(name, t):
     return t.to(torch.int64).contiguous().numpy().astype("<i8", copy=False)
 
 
-def export(module, path, input_shape=None, callbacks=()):
+def export(module, path, input_shape=None, callbacks=(), description=None):
     """Write `module` (torch.nn or continual) to `path` as a continual-c model file.
 
     input_shape: optional per-frame shape without batch and time, e.g. (3, 16, 16) for clips
@@ -876,6 +876,8 @@ def export(module, path, input_shape=None, callbacks=()):
     on a small clip to learn the frame shape each of them sees.
     callbacks: names (or functions) of co.Lambda functions kept as C callbacks given at load
     (co_load_options) instead of being traced.
+    description: optional free text (at most 4096 bytes) stored in the file; `continual info` and
+    co_model_description() show it (the model zoo records the paper's figures there).
     Returns the network JSON (a dict). Raises ExportError for unsupported modules, naming the
     class and its dotted path in the network.
     """
@@ -908,6 +910,10 @@ def export(module, path, input_shape=None, callbacks=()):
         "network": json.dumps(net, separators=(",", ":"), allow_nan=False),
         "producer": "%s (torch %s)" % (PRODUCER, torch.__version__),
     }
+    if description is not None:
+        if not isinstance(description, str) or len(description.encode("utf-8")) > 4096:
+            raise ExportError("description must be a string of at most 4096 bytes")
+        meta["description"] = description
     if input_shape is not None:
         if isinstance(input_shape, int):
             input_shape = (input_shape,)

@@ -93,6 +93,33 @@ def is_forward_stepping(m):
 
 
 # ---- shape capture -------------------------------------------------------------------------------
+def _known_torch_types():
+    from . import _export as E
+
+    names = list(E._ACT) + E._DROPOUT + list(E._NORM_KEYS) + ["Sequential", "ModuleList", "ModuleDict", "Linear",
+                                                            "Conv1d", "Conv2d", "Conv3d", "RNN", "GRU", "LSTM"]
+    names += ["%sPool%dd" % (k, n) for k in ("Avg", "Max") for n in (1, 2, 3)]
+    return {getattr(nn, n) for n in names if getattr(nn, n, None) is not None}
+
+
+_KNOWN_TORCH = None
+
+
+def _may_be_traced(mod):
+    """Whether the exporter may trace `mod` (so capture_inputs must keep its input): not a torch.nn
+    class the exporter writes as its own node (exact type: a subclass may have its own forward), and
+    not a continual class other than the ones whose code or branches are traced."""
+    global _KNOWN_TORCH
+    if _KNOWN_TORCH is None:
+        _KNOWN_TORCH = _known_torch_types()
+    t = type(mod)
+    if t in _KNOWN_TORCH:
+        return False
+    if (t.__module__ or "").startswith("continual."):
+        return t.__name__ in ("Lambda", "Conditional", "RetroactiveLambda")
+    return True
+
+
 def capture_inputs(root, input_shape, co=None, seed=0):
     """Run `root` once (eval, no_grad, forward mode) on a small random clip (1, C, T, *S) and record
     the first input of every submodule: {id(module): tensor}. T starts at the receptive field (+ two
@@ -116,7 +143,9 @@ def capture_inputs(root, input_shape, co=None, seed=0):
 
     mods = list(root.modules())
     training = [(mm, mm.training) for mm in mods]
-    hooks = [mm.register_forward_pre_hook(pre) for mm in mods]
+    # Only modules that may be traced keep their input: a copy of every module's clip is what
+    # made a paper-size CoX3D-L export need more than 24 GB.
+    hooks = [mm.register_forward_pre_hook(pre) for mm in mods if _may_be_traced(mm)]
     ctx = contextlib.nullcontext()
     if co is not None and hasattr(co, "call_mode"):
         try:
@@ -2110,7 +2139,8 @@ def _build(owner, name, path, fn, mod, prefix, inputs, time_axis, where_fn, is_l
     unused = sorted(prefix + n for n in sd_names if prefix + n not in used)
     extra = {k: v for k, v in L.extra.items() if k in used}
     node = {"type": "Graph", "name": name, "ops": ops, "output": out_id,
-            "source": (where_fn or _cls(owner))[:200]}
+            "source": (where_fn or _cls(owner))[:200],
+            "frame": [int(d) for d in L.shape(0, 0)[1:]]}  # the C side refuses another frame shape
     if unused:
         node["unused"] = unused
     claimed = sorted(used - set(extra)) + unused

@@ -319,6 +319,7 @@ static int cmd_info(int argc, char **argv)
         co_model_free(m);
         return fail_co(st, "co_model_temporal");
     }
+    if (co_model_description(m)[0]) printf("\ndescription   %s\n", co_model_description(m));
     printf("\ntotals        params %lld, receptive field %lld, delay %lld, stride %lld, padding %lld\n",
            (long long)co_model_param_count(m), (long long)t.receptive_field, (long long)t.delay, (long long)t.stride,
            (long long)t.padding);

@@ -15,6 +15,7 @@
 #include "io/safetensors.h"
 
 #define CO_MAX_NETWORK_JSON (16u << 20)
+#define CO_MAX_DESCRIPTION 4096
 #define CO_MAX_FILE_BYTES ((uint64_t)64 << 30)
 
 static void model_free_parts(co_model *m)
@@ -34,6 +35,7 @@ static void model_free_parts(co_model *m)
     for (int i = 0; i < m->n_weights; i++) co_free(m->weights[i]);
     co_free(m->weights);
     co_free(m->producer);
+    co_free(m->description);
 }
 
 void co_model_free(co_model *m)
@@ -91,6 +93,14 @@ static co_status compile(co_model *m, co_st_file *file, const co_load_options *o
     if (frame) {
         co_status st = parse_frame_shape(frame, m);
         if (st) return st;
+    }
+    const char *description = meta_string(file, "description");
+    if (description) {
+        const size_t dl = strlen(description);
+        if (dl > CO_MAX_DESCRIPTION)
+            return co_error(CO_ERR_FORMAT, "metadata description of %zu bytes is longer than %d", dl, CO_MAX_DESCRIPTION);
+        if (!(m->description = co_strdup(description)))
+            return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory for the description");
     }
     m->fingerprint = 1469598103934665603ull;
     for (size_t i = 0; i < nlen; i++) m->fingerprint = (m->fingerprint ^ (uint8_t)network[i]) * 1099511628211ull;
@@ -257,6 +267,7 @@ co_status co_model_frame_shape(const co_model *m, co_shape *frame_shape)
     return CO_OK;
 }
 
+const char *co_model_description(const co_model *m) { return m && m->description ? m->description : ""; }
 int64_t co_model_param_count(const co_model *m) { return m ? m->params : 0; }
 int co_model_node_count(const co_model *m) { return m ? m->n_nodes : 0; }
 

@@ -30,6 +30,7 @@ struct co_model {
     int batch_bound;       /* some op's shape names the batch (Reshape): no batch-1 check at load */
     int64_t total_end_pad; /* sum of op end paddings: bounds the frames a flush emits */
     uint64_t fingerprint;  /* network JSON + weights; saved states carry it */
+    char *description;     /* metadata "description", owned; NULL if none */
 };
 
 /* Resolves every op for an input of shape `in` (frame or clip). rt: n_ops entries. Returns the

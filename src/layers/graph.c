@@ -135,6 +135,8 @@ typedef struct graph_params {
     g_op *ops;
     int output;   /* value id */
     char *source; /* the traced module or function, for messages; owned, may be NULL */
+    int frame_ndim; /* > 0: the frame shape (without batch) the graph was traced at, checked at */
+    int64_t frame[G_MAX_RANK]; /* resolve: reshapes recorded for one shape mean nothing at another */
 } graph_params;
 
 /* ================================ resolved values ================================ */
@@ -1157,6 +1159,22 @@ static co_status graph_resolve(const co_op *op, const co_tshape *in, co_oprt *rt
                       co_tshape_str(in, buf, sizeof buf));
         goto fail;
     }
+    if (p->frame_ndim) {
+        int same = v0->ndim == p->frame_ndim + 1;
+        for (int i = 0; same && i < p->frame_ndim; i++) same = v0->d[i + 1] == p->frame[i];
+        if (!same) {
+            char want[160] = "(B";
+            for (int i = 0; i < p->frame_ndim; i++)
+                snprintf(want + strlen(want), sizeof want - strlen(want), ", %lld", (long long)p->frame[i]);
+            snprintf(want + strlen(want), sizeof want - strlen(want), ")");
+            st = co_error(CO_ERR_SHAPE,
+                          "%s (Graph%s%s): traced for frames %s, gets %s; the traced code's reshapes hold for that "
+                          "shape only: re-export with input_shape for this frame shape",
+                          node_name(op->path), p->source ? " " : "", p->source ? p->source : "", want,
+                          co_tshape_str(in, buf, sizeof buf));
+            goto fail;
+        }
+    }
     const int64_t batch = v0->d[0];
     /* shapes */
     int64_t macs = 0, temp = 0;
@@ -1583,9 +1601,14 @@ static co_status build_graph(co_builder *b, const cJSON *node, const char *path,
         return co_error(CO_ERR_NETWORK, "%s (Graph): 'ops' must be a list of 1 to %d ops", node_name(path), G_MAX_OPS);
     if (src && !cJSON_IsNull(src) && !cJSON_IsString(src))
         return co_error(CO_ERR_NETWORK, "%s (Graph): 'source' must be a string", node_name(path));
-    int64_t output = 0;
+    int64_t output = 0, frame[G_MAX_RANK];
+    int frame_ndim = 0;
     co_status st = co_get_int(b, node, path, "output", 1, 0, 1, n, &output);
     if (st) return st;
+    const cJSON *fr = cJSON_GetObjectItemCaseSensitive(node, "frame");
+    if (fr && !cJSON_IsNull(fr) &&
+        (st = co_get_int_list(b, node, path, "frame", G_MAX_RANK - 1, 1, G_MAX_DIM, frame, &frame_ndim)))
+        return st;
     graph_params *p = co_calloc(1, sizeof *p);
     claimed *claims = co_calloc((size_t)n, sizeof *claims);
     if (p) p->ops = co_calloc((size_t)n, sizeof *p->ops);
@@ -1596,6 +1619,8 @@ static co_status build_graph(co_builder *b, const cJSON *node, const char *path,
         return co_error(CO_ERR_OUT_OF_MEMORY, "%s (Graph): out of memory", node_name(path));
     }
     p->output = (int)output;
+    p->frame_ndim = frame_ndim;
+    for (int i = 0; i < frame_ndim; i++) p->frame[i] = frame[i];
     if (cJSON_IsString(src)) {
         const size_t len = strlen(src->valuestring), keep = len < G_MAX_SOURCE ? len : G_MAX_SOURCE;
         p->source = co_alloc(keep + 1);

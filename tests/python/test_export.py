@@ -380,3 +380,18 @@ def test_co_errors(tmp_path):
     # grouping dispatch
     msg = _err(co.Sequential(co.Broadcast(2), co.ParallelDispatch([[0, 1], 1])), tmp_path)
     assert "ParallelDispatch" in msg and "'1'" in msg
+
+
+def test_description_is_stored_and_shown(tmp_path):
+    """export(description=...) is kept in the file, given back by the binding and by `continual info`."""
+    import subprocess
+
+    path = str(tmp_path / "d.safetensors")
+    continual_c.export(nn.Sequential(nn.Conv1d(2, 3, 1)), path, input_shape=(2,), description="paper: 0.17 GFLOPs")
+    assert continual_c.load(path).description == "paper: 0.17 GFLOPs"
+    cli = os.path.join(os.path.dirname(continual_c.library_path()), "continual")
+    if os.path.exists(cli):
+        out = subprocess.run([cli, "info", path], capture_output=True, text=True, check=True).stdout
+        assert "description   paper: 0.17 GFLOPs" in out
+    with pytest.raises(continual_c.ExportError, match="description"):
+        continual_c.export(nn.Conv1d(2, 3, 1), path, description="x" * 5000)

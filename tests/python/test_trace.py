@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 import continual_c
 from continual_c import _trace
-from helpers import assert_close, check_modes, export_load, seed, to_np
+from helpers import rewrite_network, assert_close, check_modes, export_load, seed, to_np
 
 co = pytest.importorskip("continual")
 
@@ -826,6 +826,12 @@ def test_graph_shape_error_names_source(tmp_path):
     user's source line. (A graph is specialised to the traced frame shape; only the batch is free.)"""
     net = co.Lambda(lambda x: x.reshape(x.shape[0], 2, 10).sum(1))  # the reshape line
     path = export_file(net, tmp_path, (4, 5))
+    model = continual_c.load(path)
+    with pytest.raises(continual_c.Error) as e:  # the graph records the frame shape it was traced at
+        model.stream(1, (4, 6))
+    assert e.value.status_name == "CO_ERR_SHAPE" and "traced for frames (B, 4, 5)" in e.value.message
+    # without that record, the op that cannot take the shape names itself and its source line
+    rewrite_network(path, lambda n: {k: v for k, v in n.items() if k != "frame"})
     model = continual_c.load(path)
     with pytest.raises(continual_c.Error) as e:
         s = model.stream(1, (4, 6))

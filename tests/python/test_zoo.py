@@ -1,7 +1,8 @@
 """The seed papers' model zoo (tools/zoo), small sizes: each model is built the way its authors
 write it, given random weights and BN statistics, exported with continual_c.export, streamed
 frame by frame through libcontinual and compared with its oracle (tools/zoo/oracles.py) at every
-step: the same steps emit, and each output is within 1e-4 (relative to max(1, max|oracle|)).
+step: the same steps emit, and each output is within 1e-4 (relative to max(1, max|oracle|)); the
+same clip through `continual run` (the C command-line tool) gives the stream's outputs exactly.
 
 Plus co3d's own CoX3D (/work/shared/anchors/zoo/co3d, verbatim from the co3d repository, with its
 SwishEfficient autograd Function and Conditional head) exported unmodified.
@@ -9,6 +10,7 @@ SwishEfficient autograd Function and Conditional head) exported unmodified.
 Needs the reference package `continual` 1.2.4 on sys.path (the zoo is built from its modules).
 """
 import os
+import subprocess
 import sys
 import time
 
@@ -51,6 +53,16 @@ def stream_and_compare(net, x, expected, path, input_shape, what):
         worst = max(worst, float(np.abs(y - e).max()))
     s.close()
     model.close()
+    # the same clip through the command-line tool (no Python at run time) gives the same outputs
+    cli = os.path.join(os.path.dirname(continual_c.library_path()), "continual")
+    if os.path.exists(cli):
+        xin, yout = path + ".in.npy", path + ".out.npy"
+        np.save(xin, np.ascontiguousarray(x.numpy(), dtype=np.float32))
+        subprocess.run([cli, "run", path, "--input", xin, "--output", yout], check=True, capture_output=True)
+        got = np.load(yout)
+        want = np.stack([np.asarray(outs[n]).reshape(expected[n].shape) for n in emitted], axis=2)
+        assert got.shape == want.shape, "%s: continual run gives %s, the stream %s" % (what, got.shape, want.shape)
+        np.testing.assert_array_equal(got, want)
     return worst
 
 

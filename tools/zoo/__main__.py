@@ -42,7 +42,10 @@ def main():
         net = spec.build(small=a.small)
         randomize(net, a.seed)
         net.eval()
-        continual_c.export(net, a.out, input_shape=spec.input_shape(small=a.small))
+        desc = "%s (continual-c tools/zoo%s); paper: %.3g GFLOPs per step%s" % (
+            spec.title, ", test size" if a.small else ", paper configuration", spec.paper_gflops,
+            " (%s)" % spec.paper_note if spec.paper_note else "")
+        continual_c.export(net, a.out, input_shape=spec.input_shape(small=a.small), description=desc)
         print("wrote %s (%s, frame %s)" % (a.out, spec.title, spec.input_shape(small=a.small)))
     elif a.cmd == "macs":
         from .macs import report
