@@ -9,7 +9,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["Error", "Model", "Stream", "load", "load_memory", "library_path", "library_available", "library"]
+__all__ = ["Error", "Model", "Stream", "MultiStream", "load", "load_memory", "library_path", "library_available", "library"]
 
 CO_MAX_DIMS = 8
 _STATUS_NAMES = {
@@ -104,6 +104,9 @@ def _declare(lib):
         "co_stream_state_size": (SZ, [P]),
         "co_stream_save": (I, [P, P, SZ, C.POINTER(SZ)]),
         "co_stream_restore": (I, [P, P, SZ]),
+        "co_multistream_create": (I, [P, I, I, C.POINTER(_Shape), C.POINTER(P)]),
+        "co_multistream_free": (None, [P]),
+        "co_forward_step_streams": (I, [P, C.POINTER(P), I, C.POINTER(P), C.POINTER(P), C.POINTER(I), I]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(lib, name)
@@ -335,6 +338,10 @@ class Model(_Closable):
     def stream(self, batch_size=1, frame_shape=None):
         return Stream(self, batch_size, frame_shape)
 
+    def multistream(self, max_streams, batch_size=1, frame_shape=None):
+        """A context stepping up to `max_streams` independent streams (each of `batch_size`) in one call."""
+        return MultiStream(self, max_streams, batch_size, frame_shape)
+
 
 class Stream(_Closable):
     """The state of one live stream over a Model. Holds a reference to the model."""
@@ -428,6 +435,62 @@ class Stream(_Closable):
         data = bytes(data)
         buf = C.create_string_buffer(data, max(len(data), 1))
         _check(self._lib.co_stream_restore(self._handle, buf, len(data)))
+
+
+class MultiStream(_Closable):
+    """Steps many independent Streams of one model in one call (co_forward_step_streams): each keeps
+    its own position and state (and its own save/load/clean), the products are shared. Holds a
+    reference to the model."""
+
+    def __init__(self, model, max_streams, batch_size=1, frame_shape=None):
+        self.model = model
+        self._lib = model._lib
+        self._h = None
+        self._owner = None
+        h = C.c_void_p()
+        fs = C.byref(_shape(frame_shape)) if frame_shape is not None else None
+        _check(self._lib.co_multistream_create(model._handle, int(max_streams), int(batch_size), fs, C.byref(h)))
+        self._h = h.value
+        self._owner = model._owner
+        self._owner.add_stream()
+        self.max_streams = int(max_streams)
+        self.batch_size = int(batch_size)
+
+    def close(self):
+        h, self._h = getattr(self, "_h", None), None
+        if h:
+            self._lib.co_multistream_free(h)
+            owner, self._owner = self._owner, None
+            if owner is not None:
+                owner.release(stream=True)
+
+    def forward_step(self, streams, frames, update_state=True):
+        """Stream i of `streams` takes frames[i] ((B, C, *S); `frames` a sequence, or one array
+        (n, B, C, *S)); returns a list with stream i's output frame or None."""
+        if not self._h:
+            raise Error(1, "CO_ERR_INVALID_ARGUMENT", "the multi-stream context was closed")
+        streams = list(streams)
+        n = len(streams)
+        if len(frames) != n:
+            raise Error(1, "CO_ERR_INVALID_ARGUMENT", "forward_step: %d streams, %d frames" % (n, len(frames)))
+        xs, ys = [], []
+        for i, (s, f) in enumerate(zip(streams, frames)):
+            if not isinstance(s, Stream):
+                raise Error(1, "CO_ERR_INVALID_ARGUMENT", "forward_step: item %d is not a Stream" % i)
+            x = _as_f32(f)
+            if tuple(x.shape) != s.input_shape:
+                raise Error(7, "CO_ERR_SHAPE", "forward_step: frame %d has shape %r, its stream takes %r"
+                            % (i, tuple(x.shape), s.input_shape))
+            xs.append(x)
+            ys.append(np.empty(s.output_shape, dtype=np.float32))
+        hs = (C.c_void_p * max(n, 1))(*[s._handle for s in streams])
+        xp = (C.c_void_p * max(n, 1))(*[x.ctypes.data for x in xs])
+        yp = (C.c_void_p * max(n, 1))(*[y.ctypes.data for y in ys])
+        has = (C.c_int * max(n, 1))()
+        st = self._lib.co_forward_step_streams(self._h, hs, n, xp, yp, has, 1 if update_state else 0)
+        _raise_callback_error(self._owner)
+        _check(st)
+        return [ys[i] if has[i] else None for i in range(n)]
 
 
 class _Callbacks:

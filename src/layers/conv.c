@@ -118,8 +118,9 @@ static void conv_taps(const conv_params *p, const co_oprt *rt, int64_t batch, co
         conv_taps_depthwise(p, rt, batch, src, src_bstride, chan_stride, dst, dst_bstride, ldc);
         return;
     }
-    if (So == 1 && chan_stride == 1 && p->groups == 1 && rt->aux[A_DIRECT]) {
-        /* frames are feature vectors (Conv1d steps): one product per tap for the whole batch */
+    if (So == 1 && chan_stride == 1 && ldc == 1 && p->groups == 1 && rt->aux[A_DIRECT]) {
+        /* frames are feature vectors (Conv1d steps): one product per tap for the whole batch. Not
+         * for a one-frame clip, whose input channels are also 1 apart but whose outputs are not */
         for (int64_t j = 0; j < p->kt; j++)
             if (dst[j])
                 co_gemm_nt(batch, p->cout, p->kcol, src, src_bstride, p->w + j * p->cout * p->kcol, p->kcol, 1.0f, dst[j],
@@ -153,7 +154,7 @@ static void conv_taps(const conv_params *p, const co_oprt *rt, int64_t batch, co
  * so that is one matrix), in chunks of at most CONV_COLS columns; tap j's slice of each item is
  * then added to the window it belongs to, in that item's own ring at its own phase. Depthwise
  * convolutions keep their direct loop (conv_taps). */
-enum { CONV_COLS = 2048 };
+enum { CONV_COLS = 512 };
 
 /* state layout: int64 pos, countdown, started; then the float ring */
 typedef struct conv_state_head { int64_t pos, countdown, started; } conv_state_head;
@@ -188,6 +189,10 @@ static size_t conv_step_scratch(const conv_params *p, const co_oprt *rt, int64_t
 /* dst (cout x So, contiguous) += rows of P (row c at P + c * ld) */
 static void conv_add_tap(const conv_params *p, int64_t So, float *dst, const float *P, int64_t ld)
 {
+    if (So == 1 && ld == 1) { /* feature vectors: one contiguous row */
+        for (int64_t c = 0; c < p->cout; c++) dst[c] += P[c];
+        return;
+    }
     for (int64_t c = 0; c < p->cout; c++) {
         float *d = dst + c * So;
         const float *s = P + c * ld;

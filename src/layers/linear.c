@@ -89,7 +89,31 @@ static void linear_destroy(co_op *op)
     co_free(p);
 }
 
-static const co_op_class k_linear = {"linear", linear_resolve, NULL, NULL, linear_step, NULL, linear_destroy};
+/* n streams (co_forward_step_streams): their rows gathered into one block, one product for all
+ * (the same as a lockstep batch of n x B), the rows scattered back. */
+static void linear_step_multi(const co_op *op, const co_oprt *rt, int n, void *const *states, const float *const *in,
+                              float *const *out, int *produced, float *scratch)
+{
+    const linear_params *p = op->params;
+    const int64_t outer = rt->aux[A_OUTER], inner = rt->aux[A_INNER];
+    const size_t xin = (size_t)(outer * p->in_f * inner), yout = (size_t)(outer * p->out_f * inner);
+    if (inner != 1) {
+        for (int i = 0; i < n; i++) produced[i] = linear_step(op, rt, NULL, in + i, out[i], scratch);
+        return;
+    }
+    float *x = scratch, *y = scratch + xin * (size_t)n; /* the gather room of step_multi's scratch */
+    for (int i = 0; i < n; i++) memcpy(x + xin * (size_t)i, in[i], xin * sizeof(float));
+    co_oprt all = *rt;
+    all.aux[A_OUTER] = outer * n;
+    linear_run(op, &all, x, y);
+    for (int i = 0; i < n; i++) {
+        memcpy(out[i], y + yout * (size_t)i, yout * sizeof(float));
+        produced[i] = 1;
+    }
+}
+
+static const co_op_class k_linear = {"linear", linear_resolve, NULL, NULL, linear_step, NULL, linear_destroy,
+                                     .step_multi = linear_step_multi};
 
 co_status co_build_linear(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {

@@ -5,8 +5,9 @@
  * kernel, stride and padding (padding ≥ kernel included), average and max pools, delays, tanh and
  * residuals around a same-length convolution, nested in Sequentials — its weights, a batch and a
  * clip. From a clean stream:
- *   forward_steps(pad_end) must be a suffix of co_forward (docs/decisions.md Q27: every window that
- *   ends at or after the first frame is emitted), with at most a few leading windows lost, and
+ *   forward_steps(pad_end) must be co_forward without its first `lost` outputs, `lost` computed here
+ *   from the layers (docs/decisions.md Q27, B1: windows made only of start padding cannot be
+ *   stepped, nor windows that need them), and
  *   stepping frame by frame must equal forward_steps without pad_end.
  * A network the loader refuses or a clip too short for forward is skipped, not a failure.
  */
@@ -69,6 +70,15 @@ static void add_tensor(gen *g, const char *path, const char *leaf, int ndim, int
     t->shape[2] = c;
 }
 
+/* The first window a step can emit (docs/decisions.md Q27, B1), written out here independently of
+ * the library: with a complete input stream the first that ends at or after frame 0, else the first
+ * that starts at or after the first frame the stream has. It is the op's count of lost outputs. */
+static int64_t first_window(int64_t lost, int64_t stride, int64_t pad, int64_t span)
+{
+    if (lost == 0) return pad - (span - 1) <= 0 ? 0 : (pad - (span - 1) + stride - 1) / stride;
+    return (lost + pad + stride - 1) / stride;
+}
+
 static void conv(gen *g, const char *name, const char *path, unsigned k, unsigned s, unsigned p)
 {
     put(g, "{\"type\":\"Conv1d\",\"name\":\"%s\",\"in_channels\":%d,\"out_channels\":%d,\"kernel_size\":[%u],"
@@ -78,33 +88,34 @@ static void conv(gen *g, const char *name, const char *path, unsigned k, unsigne
     add_tensor(g, path, "bias", 1, C, 0, 0);
 }
 
-static void layer(gen *g, const char *name, const char *parent, int depth)
+/* Writes one layer; returns the leading outputs its stream lacks given `lost` for its input. */
+static int64_t layer(gen *g, const char *name, const char *parent, int depth, int64_t lost)
 {
     char path[64];
     snprintf(path, sizeof path, "%s%s%s", parent, parent[0] ? "." : "", name);
     switch (take(&g->in, depth < 2 ? 7 : 5)) {
     case 0:
     case 1: {
-        unsigned k = 1 + take(&g->in, 4);
-        conv(g, name, path, k, 1 + take(&g->in, 2), take(&g->in, k + 2));
-        break;
+        unsigned k = 1 + take(&g->in, 4), st = 1 + take(&g->in, 2), pd = take(&g->in, k + 2);
+        conv(g, name, path, k, st, pd);
+        return first_window(lost, st, pd, k);
     }
     case 2: {
         unsigned k = 2 + take(&g->in, 2);
         const int avg = take(&g->in, 2);
+        const unsigned st = 1 + take(&g->in, 2), pd = take(&g->in, k / 2 + 1);
         put(g, "{\"type\":\"%sPool1d\",\"name\":\"%s\",\"kernel_size\":[%u],\"stride\":[%u],\"padding\":[%u],"
-               "\"ceil_mode\":false,%s\"temporal_fill\":\"zeros\"}", avg ? "Avg" : "Max", name, k, 1 + take(&g->in, 2),
-            take(&g->in, k / 2 + 1),
+               "\"ceil_mode\":false,%s\"temporal_fill\":\"zeros\"}", avg ? "Avg" : "Max", name, k, st, pd,
             avg ? "\"count_include_pad\":true,\"divisor_override\":null," : "\"dilation\":[1],\"return_indices\":false,");
-        break;
+        return first_window(lost, st, pd, k);
     }
     case 3:
         put(g, "{\"type\":\"Delay\",\"name\":\"%s\",\"delay\":%u,\"temporal_fill\":\"zeros\",\"auto_shrink\":false}",
             name, take(&g->in, 3));
-        break;
+        return lost;
     case 4:
         put(g, "{\"type\":\"Tanh\",\"name\":\"%s\"}", name);
-        break;
+        return lost;
     case 5: { /* residual: Delay(k/2) beside conv(k, padding k/2) */
         unsigned k = 1 + 2 * take(&g->in, 3);
         char cpath[80];
@@ -114,7 +125,8 @@ static void layer(gen *g, const char *name, const char *parent, int depth)
             name, k / 2);
         conv(g, "1", cpath, k, 1, k / 2);
         put(g, "]}");
-        break;
+        const int64_t branch = first_window(lost, 1, k / 2, k); /* the reduction starts at the later branch */
+        return branch > lost ? branch : lost;
     }
     default: { /* nested Sequential */
         unsigned n = 1 + take(&g->in, 3);
@@ -123,9 +135,10 @@ static void layer(gen *g, const char *name, const char *parent, int depth)
             char child[8];
             snprintf(child, sizeof child, "%u", i);
             if (i) put(g, ",");
-            layer(g, child, path, depth + 1);
+            lost = layer(g, child, path, depth + 1, lost);
         }
         put(g, "]}");
+        return lost;
     }
     }
 }
@@ -178,11 +191,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     g.ok = 1;
     put(&g, "{\"type\":\"Sequential\",\"name\":\"\",\"children\":[");
     const unsigned n = 1 + take(&g.in, MAX_LAYERS);
+    int64_t lost = 0;
     for (unsigned i = 0; i < n; i++) {
         char name[8];
         snprintf(name, sizeof name, "%u", i);
         if (i) put(&g, ",");
-        layer(&g, name, "", 0);
+        lost = layer(&g, name, "", 0, lost);
     }
     put(&g, "]}");
     if (!g.ok) return 0;
@@ -213,7 +227,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     float *ys = malloc((size_t)(B * C * (cap > 0 ? cap : 1)) * sizeof *ys);
     int64_t got = 0;
     if (!ys || cap < 0 || co_forward_steps(s, x, T, ys, cap, &got, 1, 1) != CO_OK) abort();
-    if (got > Tf || got < Tf - 2 * T) abort(); /* more outputs than forward, or far too few */
+    /* exactly the outputs no step misses; or none at all when the clip is so short that an inner
+     * stream delivers no frame (then the windows made of its end padding alone are not produced
+     * either: an op that never received a frame does not pad, as the untaken branch of a
+     * Conditional must not; docs/decisions.md Q27) */
+    if (got != (Tf > lost ? Tf - lost : 0) && got != 0) {
+        fprintf(stderr, "fuzz_nets: %lld step outputs, forward has %lld of which %lld cannot be stepped\nnetwork: %s\n",
+                (long long)got, (long long)Tf, (long long)lost, g.json);
+        abort();
+    }
     for (int b = 0; b < B; b++)
         for (int c = 0; c < C; c++)
             for (int64_t t = 0; t < got; t++)

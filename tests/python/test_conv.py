@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import check_modes, export_load, seed, temporal_props, torch_forward
+from helpers import assert_close, check_modes, export_load, seed, temporal_props, torch_forward
 
 CONV1D = [
     dict(k=3, p=1), dict(k=3, p=0), dict(k=5, p=2), dict(k=3, p=1, s=2), dict(k=3, p=0, s=2), dict(k=4, p=0, s=3),
@@ -148,3 +148,15 @@ def test_long_stream_chunks(tmp_path):
                 outs.append(y)
     assert t == x.shape[2]
     np.testing.assert_allclose(np.concatenate(outs, axis=2), ref, atol=1e-5 * max(1, np.abs(ref).max()), rtol=0)
+
+
+def test_conv1d_one_frame_clip_with_padding(tmp_path):
+    """Found by tests/fuzz/fuzz_nets: a one-frame clip (T = 1) of a Conv1d took the feature-vector
+    product of steps, whose output rows are contiguous, and wrote the clip's outputs (channels
+    T_out apart) on top of each other."""
+    seed(31)
+    conv = nn.Conv1d(2, 3, 3, padding=4)
+    x = torch.randn(2, 2, 1)
+    model = export_load(conv, tmp_path, input_shape=(2,))
+    with torch.no_grad():
+        assert_close(model.forward(x.numpy()), conv(x), 1e-5, "forward of a one-frame clip")
