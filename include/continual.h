@@ -103,7 +103,12 @@ typedef struct co_callback {
 typedef struct co_load_options {
     const co_callback *callbacks; /* copied by the model at load */
     int n_callbacks;
+    /* Largest arena a stream of this model may request (state, shadow, buffers, scratch), in
+     * bytes; 0: CO_DEFAULT_MAX_ARENA_BYTES. co_stream_create refuses a bigger one with
+     * CO_ERR_SHAPE naming both sizes, so a file's frame shape cannot make it allocate any size. */
+    size_t max_arena_bytes;
 } co_load_options;
+#define CO_DEFAULT_MAX_ARENA_BYTES ((size_t)4 << 30)
 CO_API co_status co_model_load_ex(const char *path, const co_load_options *options, co_model **out);
 CO_API co_status co_model_load_memory_ex(const void *data, size_t size, const co_load_options *options,
                                          co_model **out);
@@ -186,7 +191,10 @@ CO_API co_status co_forward_step(co_stream *stream, const float *x, float *y, in
  * clip (B, C', T_out, *S') and T_out to *t_out (0: no output). With pad_end the end padding of
  * every module is flushed (so that, from a clean state, the result equals co_forward); the state
  * reached while flushing is discarded. `y_frames` is the capacity of `y` in output frames and
- * must be at least co_steps_max_output(). Allocates nothing. */
+ * must be at least co_steps_max_output(), which is -1 when t is too large for any buffer.
+ * Statuses: CO_ERR_INVALID_ARGUMENT (NULL stream, t_out or y where frames may appear, x NULL with
+ * t > 0, t < 0 or too large), CO_ERR_BUFFER_TOO_SMALL (y_frames below co_steps_max_output); a
+ * refused call leaves the stream as it was. Allocates nothing. */
 CO_API int64_t co_steps_max_output(const co_stream *stream, int64_t t, int pad_end);
 CO_API co_status co_forward_steps(co_stream *stream, const float *x, int64_t t, float *y,
                                   int64_t y_frames, int64_t *t_out, int pad_end, int update_state);

@@ -57,7 +57,7 @@ class _Callback(C.Structure):
 
 
 class _LoadOptions(C.Structure):
-    _fields_ = [("callbacks", C.POINTER(_Callback)), ("n_callbacks", C.c_int)]
+    _fields_ = [("callbacks", C.POINTER(_Callback)), ("n_callbacks", C.c_int), ("max_arena_bytes", C.c_size_t)]
 
 
 _lib = None
@@ -145,10 +145,24 @@ def _check(status):
         raise Error(status, name, msg.decode("utf-8", "replace") if msg else "")
 
 
+def _c_int(v, what, lo=1, hi=2 ** 31 - 1):
+    """v as a C int in [lo, hi], or a Python error saying what was expected (ctypes would wrap
+    2**32 + 1 to 1 silently)."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError("%s must be an int, got %r" % (what, v))
+    v = int(v)
+    if not lo <= v <= hi:
+        raise ValueError("%s must be in [%d, %d], got %d" % (what, lo, hi, v))
+    return v
+
+
 def _shape(dims):
     dims = [int(d) for d in dims]
     if len(dims) > CO_MAX_DIMS:
         raise Error(7, "CO_ERR_SHAPE", "shape %r has more than %d dims" % (tuple(dims), CO_MAX_DIMS))
+    for d in dims:
+        if not 0 <= d < 2 ** 63:
+            raise ValueError("shape %r: sizes must be in [0, 2**63)" % (tuple(dims),))
     s = _Shape()
     s.ndim = len(dims)
     for i, d in enumerate(dims):
@@ -310,7 +324,7 @@ class Model(_Closable):
     def plan_info(self, batch=1, frame_shape=None):
         info = _PlanInfo()
         fs = C.byref(_shape(frame_shape)) if frame_shape is not None else None
-        _check(self._lib.co_model_plan_info(self._handle, int(batch), fs, C.byref(info)))
+        _check(self._lib.co_model_plan_info(self._handle, _c_int(batch, "batch"), fs, C.byref(info)))
         return {"output_frame": _tuple(info.output_frame), "macs_per_step": int(info.macs_per_step),
                 "state_bytes": int(info.state_bytes), "arena_bytes": int(info.arena_bytes),
                 "num_ops": int(info.num_ops)}
@@ -352,11 +366,12 @@ class Stream(_Closable):
         self._h = None
         self._owner = None
         h = C.c_void_p()
+        batch_size = _c_int(batch_size, "batch_size")
         if frame_shape is None:
-            _check(self._lib.co_stream_create(model._handle, int(batch_size), C.byref(h)))
+            _check(self._lib.co_stream_create(model._handle, batch_size, C.byref(h)))
         else:
             fs = _shape(frame_shape)
-            _check(self._lib.co_stream_create_shaped(model._handle, int(batch_size), C.byref(fs), C.byref(h)))
+            _check(self._lib.co_stream_create_shaped(model._handle, batch_size, C.byref(fs), C.byref(h)))
         self._h = h.value
         self._owner = model._owner  # keeps the C model alive until this stream is freed
         self._owner.add_stream()
@@ -449,7 +464,8 @@ class MultiStream(_Closable):
         self._owner = None
         h = C.c_void_p()
         fs = C.byref(_shape(frame_shape)) if frame_shape is not None else None
-        _check(self._lib.co_multistream_create(model._handle, int(max_streams), int(batch_size), fs, C.byref(h)))
+        _check(self._lib.co_multistream_create(model._handle, _c_int(max_streams, "max_streams"),
+                                               _c_int(batch_size, "batch_size"), fs, C.byref(h)))
         self._h = h.value
         self._owner = model._owner
         self._owner.add_stream()
@@ -607,7 +623,7 @@ def _file_header(path):
         return head + f.read(n)
 
 
-def load(path, callbacks=None):
+def load(path, callbacks=None, max_arena_bytes=0):
     """Load and compile a model file.
 
     callbacks: {name: python function} for the functions the file names (the exporter records a
@@ -617,16 +633,19 @@ def load(path, callbacks=None):
     one frame (B, C, *S) in step mode (no time dim, even for takes_time=True), the clip
     (B, C, T, *S) in forward (a Lambda without takes_time gets each frame instead). Callbacks must be
     pure: they may be called again for update_state=False peeks and for end padding. An exception in
-    a callback is re-raised (as Error "CO_ERR_CALLBACK") by the forward/step call that ran it."""
+    a callback is re-raised (as Error "CO_ERR_CALLBACK") by the forward/step call that ran it.
+    max_arena_bytes: the largest arena a stream may request (0: the library's default, 4 GiB)."""
     lib = library()
     h = C.c_void_p()
     p = os.fspath(path)
-    if callbacks:
+    cap = _c_int(max_arena_bytes, "max_arena_bytes", 0, 2 ** 63 - 1)
+    if callbacks or cap:
         try:
-            roles = _callback_roles(_file_header(p))
+            roles = _callback_roles(_file_header(p)) if callbacks else None
         except OSError:
             roles = None
-        cbs = _Callbacks(dict(callbacks), roles)
+        cbs = _Callbacks(dict(callbacks or {}), roles)
+        cbs.options.max_arena_bytes = cap
         _check(lib.co_model_load_ex(os.fsencode(p), C.byref(cbs.options), C.byref(h)))
         return Model(h.value, p, cbs)
     _check(lib.co_model_load(os.fsencode(p), C.byref(h)))

@@ -118,6 +118,7 @@ static co_status compile(co_model *m, co_st_file *file, const co_load_options *o
     }
     b->m = m;
     b->options = options;
+    m->max_arena = options && options->max_arena_bytes ? options->max_arena_bytes : CO_DEFAULT_MAX_ARENA_BYTES;
     b->file = file;
     b->depth = 0;
     b->cur_node = -1;

@@ -31,6 +31,7 @@ struct co_model {
     int64_t total_end_pad; /* sum of op end paddings: bounds the frames a flush emits */
     uint64_t fingerprint;  /* network JSON + weights; saved states carry it */
     char *description;     /* metadata "description", owned; NULL if none */
+    size_t max_arena;      /* co_load_options.max_arena_bytes, or the default */
 };
 
 /* Resolves every op for an input of shape `in` (frame or clip). rt: n_ops entries. Returns the

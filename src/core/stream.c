@@ -178,6 +178,15 @@ co_status co_stream_create_shaped(const co_model *m, int batch, const co_shape *
         co_free(blk);
         return st;
     }
+    if (L.arena > m->max_arena) {
+        char buf[96];
+        co_ops_release(m->ops, m->n_ops, s->rt);
+        co_free(blk);
+        return co_error(CO_ERR_SHAPE,
+                        "a stream of input %s needs an arena of %zu bytes, above the cap of %zu bytes "
+                        "(co_load_options.max_arena_bytes); use a smaller batch or frame shape, or raise the cap",
+                        co_tshape_str(&in, buf, sizeof buf), L.arena, m->max_arena);
+    }
     s->out_shape = L.out;
     s->state_bytes = L.state;
     s->macs = L.macs;
@@ -339,7 +348,9 @@ co_status co_forward_step(co_stream *s, const float *x, float *y, int *has_outpu
 int64_t co_steps_max_output(const co_stream *s, int64_t t, int pad_end)
 {
     if (!s || t < 0) return 0;
-    return t + (pad_end ? s->m->total_end_pad : 0);
+    const int64_t pad = pad_end ? s->m->total_end_pad : 0;
+    if (t > INT64_MAX - pad) return -1; /* no buffer can hold that many frames (B5) */
+    return t + pad;
 }
 
 /* Output frame `o` into a clip laid out (B, C', cap, *S') — compacted to T_out at the end. */
@@ -356,7 +367,11 @@ co_status co_forward_steps(co_stream *s, const float *x, int64_t t, float *y, in
     if (!s || !t_out || (t > 0 && !x) || t < 0)
         return co_error(CO_ERR_INVALID_ARGUMENT, "co_forward_steps: NULL argument or negative T");
     const int64_t need = co_steps_max_output(s, t, pad_end);
-    if (y_frames < need || (need > 0 && !y))
+    if (need < 0 || t > INT64_MAX / (s->vnumel[0] ? s->vnumel[0] : 1))
+        return co_error(CO_ERR_INVALID_ARGUMENT, "co_forward_steps: T = %lld frames is more than any buffer holds",
+                        (long long)t);
+    if (need > 0 && !y) return co_error(CO_ERR_INVALID_ARGUMENT, "co_forward_steps: y is NULL");
+    if (y_frames < need)
         return co_error(CO_ERR_BUFFER_TOO_SMALL, "co_forward_steps: output holds %lld frames, up to %lld may appear",
                         (long long)y_frames, (long long)need);
     const co_model *m = s->m;

@@ -254,3 +254,47 @@ def test_replicate_conv(tmp_path):
         ref = torch.relu(conv(x))
     check_modes(model, x, ref)
     assert_close(to_np(co_steps_clip(net, x, pad_end=True)), ref, 1e-5, "the reference agrees")
+
+
+# ---- issue "Reliability": B5, B8, B9 ------------------------------------------------------------------
+def test_b5_b8_forward_steps_argument_errors(tmp_path):
+    """B5: T near INT64_MAX overflowed the output-size check (then a segfault); B8: y == NULL was reported as a
+    too-small buffer. Both are invalid arguments now, and co_steps_max_output says -1 for an impossible T."""
+    import ctypes as C
+
+    model = export_load(nn.Sequential(nn.Conv1d(2, 2, 3, padding=1)), tmp_path, input_shape=(2,))
+    s = model.stream(1)
+    lib = s._lib
+    assert lib.co_steps_max_output(s._handle, 2 ** 63 - 1, 1) == -1  # + the end padding overflows
+    x = np.zeros((1, 2, 4), np.float32)
+    t_out = C.c_int64(0)
+    st = lib.co_forward_steps(s._handle, x.ctypes.data_as(C.c_void_p), 2 ** 63 - 2, None, 2 ** 62, C.byref(t_out), 1, 1)
+    assert st == 1  # CO_ERR_INVALID_ARGUMENT
+    st = lib.co_forward_steps(s._handle, x.ctypes.data_as(C.c_void_p), 4, None, 64, C.byref(t_out), 1, 1)
+    assert st == 1  # CO_ERR_INVALID_ARGUMENT, not CO_ERR_BUFFER_TOO_SMALL
+
+
+def test_b9_binding_checks_int_ranges(tmp_path):
+    """B9: batch sizes went through ctypes unchecked: batch_size=2**32 + 1 made a batch-1 stream."""
+    model = export_load(nn.Sequential(nn.Conv1d(2, 2, 1)), tmp_path, input_shape=(2,))
+    for bad in (2 ** 32 + 1, 0, -1):
+        with pytest.raises(ValueError, match="batch_size"):
+            model.stream(batch_size=bad)
+    with pytest.raises(TypeError, match="batch_size"):
+        model.stream(batch_size=1.5)
+    assert model.stream(batch_size=3).input_shape == (3, 2)
+
+
+def test_arena_cap_from_load_options(tmp_path):
+    """A file's frame shape could make co_stream_create allocate and zero any size; co_load_options'
+    max_arena_bytes caps it, and the refusal names both sizes."""
+    path = str(tmp_path / "big.safetensors")
+    continual_c.export(nn.Sequential(nn.Conv3d(3, 4, (1, 3, 3), padding=(0, 1, 1))), path, input_shape=(3, 64, 64))
+    small = continual_c.load(path, max_arena_bytes=100_000)
+    with pytest.raises(continual_c.Error) as e:
+        small.stream(1)
+    assert e.value.status_name == "CO_ERR_SHAPE" and "100000" in e.value.message and "max_arena_bytes" in e.value.message
+    big = continual_c.load(path)  # the default cap (4 GiB) is far above this model's arena
+    assert big.stream(1).input_shape == (1, 3, 64, 64)
+    with pytest.raises(ValueError, match="max_arena_bytes"):
+        continual_c.load(path, max_arena_bytes=-1)
