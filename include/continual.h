@@ -64,10 +64,12 @@ CO_API const char *co_status_name(co_status status);
 CO_API const char *co_last_error(void);
 
 /* ---- Allocator hook ------------------------------------------------------------------------
- * Every allocation of the library goes through this hook (default: malloc/free). Set it before
- * creating any object; objects must be freed with the allocator they were created with.
- * `alloc` must return memory aligned to at least 16 bytes (the library aligns its arenas
- * itself to 64). Passing NULL restores malloc/free. */
+ * Every allocation of the library goes through this hook (default: malloc/free). The hook is
+ * PROCESS-WIDE and not synchronised: set it once, before any other call of the library on any
+ * thread (setting it while another thread loads a model or creates a stream is a data race);
+ * objects must be freed with the allocator they were created with. `alloc` must return memory
+ * aligned to at least 16 bytes (the library aligns its arenas itself to 64). Passing NULL restores
+ * malloc/free. Statuses: CO_OK; CO_ERR_INVALID_ARGUMENT when only one of alloc and free is set. */
 typedef struct co_allocator {
     void *(*alloc)(size_t size, void *user);
     void (*free)(void *ptr, void *user);
@@ -85,7 +87,13 @@ typedef struct co_shape {
 typedef struct co_model co_model;
 
 /* Loads and compiles a model file. On success *out is a new model owned by the caller
- * (free with co_model_free). On failure *out is NULL. */
+ * (free with co_model_free). On failure *out is NULL and nothing is left allocated.
+ * Statuses: CO_ERR_INVALID_ARGUMENT (NULL path or out), CO_ERR_IO (cannot open or read; not a
+ * regular file: a directory, FIFO or device is refused without blocking), CO_ERR_FORMAT (not a
+ * valid safetensors / continual-c file: header length, JSON, metadata), CO_ERR_NETWORK (unknown
+ * module type, bad or unknown key, a callback the file names but the options do not give),
+ * CO_ERR_TENSOR (a tensor missing, of the wrong shape or dtype, or unused), CO_ERR_UNSUPPORTED
+ * (valid but not supported, e.g. a recurrence after outputs lost to padding), CO_ERR_OUT_OF_MEMORY. */
 CO_API co_status co_model_load(const char *path, co_model **out);
 /* Callbacks a model file may name (Conditional predicates, Lambda functions). They are looked
  * up by name at load: a file naming one that is not given fails with CO_ERR_NETWORK.
@@ -109,11 +117,13 @@ typedef struct co_load_options {
     size_t max_arena_bytes;
 } co_load_options;
 #define CO_DEFAULT_MAX_ARENA_BYTES ((size_t)4 << 30)
+/* As co_model_load / co_model_load_memory with options (NULL: none); same statuses. */
 CO_API co_status co_model_load_ex(const char *path, const co_load_options *options, co_model **out);
 CO_API co_status co_model_load_memory_ex(const void *data, size_t size, const co_load_options *options,
                                          co_model **out);
 
-/* Same, from a memory buffer (the model copies what it keeps; `data` stays the caller's). */
+/* Same, from a memory buffer (the model copies what it keeps; `data` stays the caller's). Same
+ * statuses but CO_ERR_IO. */
 CO_API co_status co_model_load_memory(const void *data, size_t size, co_model **out);
 CO_API void co_model_free(co_model *model); /* NULL is a no-op; free its streams first */
 
@@ -124,10 +134,12 @@ typedef struct co_temporal {
     int64_t stride;
     int64_t padding;
 } co_temporal;
+/* Statuses: CO_ERR_INVALID_ARGUMENT (NULL argument). */
 CO_API co_status co_model_temporal(const co_model *model, co_temporal *out);
 
 /* The frame shape (C, *S) recorded in the file by the exporter, without batch.
- * CO_ERR_SHAPE if the file records none (then use co_stream_create_shaped). */
+ * Statuses: CO_ERR_INVALID_ARGUMENT (NULL argument), CO_ERR_SHAPE if the file records none (then
+ * use co_stream_create_shaped). */
 CO_API co_status co_model_frame_shape(const co_model *model, co_shape *frame_shape);
 
 /* Number of parameters (float weights) and the network's node tree.
@@ -145,6 +157,7 @@ typedef struct co_node_info {
     int64_t params;    /* parameters of this node and its children */
     co_temporal temporal;
 } co_node_info;
+/* Statuses: CO_ERR_INVALID_ARGUMENT (NULL argument, index outside [0, co_model_node_count)). */
 CO_API co_status co_model_node(const co_model *model, int index, co_node_info *out);
 
 /* Description of the plan for `batch` streams of the given frame shape (C, *S); pass
@@ -156,11 +169,17 @@ typedef struct co_plan_info {
     size_t arena_bytes;     /* whole per-stream arena: state, its shadow, buffers, scratch */
     int num_ops;
 } co_plan_info;
+/* Statuses: CO_ERR_INVALID_ARGUMENT (NULL model or out, batch outside [1, 2^20]), CO_ERR_SHAPE
+ * (a frame shape the network cannot take, or none recorded and none given), CO_ERR_UNSUPPORTED,
+ * CO_ERR_OUT_OF_MEMORY (its temporaries). */
 CO_API co_status co_model_plan_info(const co_model *model, int batch, const co_shape *frame_shape,
                                     co_plan_info *out);
 
 /* forward: the whole clip (B, C, T, *S) at once; exactly what torch.nn gives for the clip.
- * Reads and writes no stream state. Allocates its temporaries through the allocator hook. */
+ * Reads and writes no stream state. Allocates its temporaries through the allocator hook.
+ * Statuses: CO_ERR_INVALID_ARGUMENT (NULL argument), CO_ERR_SHAPE (a clip the network cannot
+ * take, e.g. shorter than a kernel), CO_ERR_BUFFER_TOO_SMALL (y_capacity below the output's
+ * size, co_forward_shape), CO_ERR_UNSUPPORTED, CO_ERR_OUT_OF_MEMORY. */
 CO_API co_status co_forward_shape(const co_model *model, const co_shape *in, co_shape *out);
 CO_API co_status co_forward(const co_model *model, const co_shape *in, const float *x, float *y,
                             size_t y_capacity /* floats */);
@@ -168,22 +187,28 @@ CO_API co_status co_forward(const co_model *model, const co_shape *in, const flo
 /* ---- Streams ------------------------------------------------------------------------------ */
 typedef struct co_stream co_stream;
 
-/* A stream of `batch` parallel sequences, frame shape from the file. *out owned by the caller. */
+/* A stream of `batch` parallel sequences, frame shape from the file. *out owned by the caller
+ * (free with co_stream_free, before the model); NULL on failure.
+ * Statuses: CO_ERR_INVALID_ARGUMENT (NULL argument, batch outside [1, 2^20]), CO_ERR_SHAPE (no
+ * frame shape recorded; a frame shape the network cannot take; an arena above
+ * co_load_options.max_arena_bytes), CO_ERR_UNSUPPORTED, CO_ERR_OUT_OF_MEMORY. */
 CO_API co_status co_stream_create(const co_model *model, int batch, co_stream **out);
-/* Same for an explicit frame shape (C, *S), without batch. */
+/* Same for an explicit frame shape (C, *S), without batch; same statuses. */
 CO_API co_status co_stream_create_shaped(const co_model *model, int batch, const co_shape *frame_shape,
                                          co_stream **out);
 /* Free every stream of a model before the model (a stream reads the model it was made from). */
 CO_API void co_stream_free(co_stream *stream); /* NULL is a no-op; before freeing its model */
 
 CO_API const co_model *co_stream_model(const co_stream *stream);
-/* Shapes of one input frame (B, C, *S) and one output frame (B, C', *S'). */
+/* Shapes of one input frame (B, C, *S) and one output frame (B, C', *S').
+ * Statuses: CO_ERR_INVALID_ARGUMENT (NULL argument). */
 CO_API co_status co_stream_input_shape(const co_stream *stream, co_shape *out);
 CO_API co_status co_stream_output_shape(const co_stream *stream, co_shape *out);
 
 /* One frame in (B, C, *S) → `y` gets one output frame when *has_output is set to 1.
  * `y` must hold co_stream_output_shape() floats. With update_state = 0 the call is a pure
- * peek: same output, the state is left bit-identical. Allocates nothing. */
+ * peek: same output, the state is left bit-identical. Allocates nothing.
+ * Statuses: CO_ERR_INVALID_ARGUMENT (NULL argument; the stream is then untouched). */
 CO_API co_status co_forward_step(co_stream *stream, const float *x, float *y, int *has_output,
                                  int update_state);
 
@@ -199,12 +224,17 @@ CO_API int64_t co_steps_max_output(const co_stream *stream, int64_t t, int pad_e
 CO_API co_status co_forward_steps(co_stream *stream, const float *x, int64_t t, float *y,
                                   int64_t y_frames, int64_t *t_out, int pad_end, int update_state);
 
-/* Back to the state of a fresh stream. */
+/* Back to the state of a fresh stream. Statuses: CO_ERR_INVALID_ARGUMENT (NULL stream). */
 CO_API co_status co_stream_clean(co_stream *stream);
 
 /* Save / restore: a header (model fingerprint, batch, frame shape, sizes) and the raw state.
  * Portable between processes of the same build; a state of another model, batch or shape is
- * rejected with CO_ERR_STATE and the stream is left as it was. */
+ * rejected with CO_ERR_STATE and the stream is left as it was. co_stream_state_size is the
+ * bytes co_stream_save writes (0 for a NULL stream).
+ * co_stream_save statuses (written may be NULL): CO_ERR_INVALID_ARGUMENT (NULL stream or buf),
+ * CO_ERR_BUFFER_TOO_SMALL (size below co_stream_state_size). co_stream_restore statuses:
+ * CO_ERR_INVALID_ARGUMENT (NULL argument), CO_ERR_STATE (another model, batch or shape, a wrong
+ * size, or indices out of range: every op validates its part before anything is copied). */
 CO_API size_t co_stream_state_size(const co_stream *stream);
 CO_API co_status co_stream_save(const co_stream *stream, void *buf, size_t size, size_t *written);
 CO_API co_status co_stream_restore(co_stream *stream, const void *buf, size_t size);

@@ -202,20 +202,28 @@ void co_channel_affine(int64_t outer, int64_t C, int64_t inner, const float *sca
 
 /* Statistics in double (two passes), rstd = 1 / sqrt(var + eps) as in ATen; then one scale
  * and shift per row. */
+void co_moments(const float *x, int64_t n, double *mean, double *var)
+{
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += x[i];
+    const double m = sum / (double)n;
+    double sq = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double dv = x[i] - m;
+        sq += dv * dv;
+    }
+    *mean = m;
+    *var = sq / (double)n; /* biased, as torch */
+}
+
 void co_layer_norm_rows(int64_t rows, int64_t n, float eps, const float *w, const float *b, const float *x, float *y)
 {
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * n;
         float *yr = y + r * n;
-        double sum = 0.0;
-        for (int64_t i = 0; i < n; i++) sum += xr[i];
-        const double mean = sum / (double)n;
-        double sq = 0.0;
-        for (int64_t i = 0; i < n; i++) {
-            const double dv = xr[i] - mean;
-            sq += dv * dv;
-        }
-        const double var = sq / (double)n; /* biased, as torch */
+        double mean, var;
+        co_moments(xr, n, &mean, &var);
+        const double sq = var * (double)n;
         double rstd = 1.0 / sqrt(var + eps);
         /* torch accumulates the moments in float32: where the sum of squared deviations
          * overflows there, its output is NaN; match that rather than stay finite in double */

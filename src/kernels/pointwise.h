@@ -72,6 +72,10 @@ void co_softmax_run(co_softmax_kind kind, int64_t outer, int64_t D, int64_t inne
 void co_channel_affine(int64_t outer, int64_t C, int64_t inner, const float *scale, const float *shift,
                        const float *x, float *y);
 
+/* Mean and biased variance of n floats, accumulated in double over two passes (the statistics of
+ * every norm: layer, group). */
+void co_moments(const float *x, int64_t n, double *mean, double *var);
+
 /* Layer norm of each of `rows` contiguous rows of n floats: (x - mean) / sqrt(var + eps), then
  * times w[i] plus b[i] when they are not NULL (biased variance, as torch). */
 void co_layer_norm_rows(int64_t rows, int64_t n, float eps, const float *w, const float *b, const float *x, float *y);

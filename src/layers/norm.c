@@ -27,21 +27,6 @@ static const char *node_name(const char *path) { return path[0] ? path : "<root>
 
 static int clip_rank_of(const co_tshape *s) { return s->has_time ? s->ndim : s->ndim + 1; }
 
-/* Mean and biased variance of n floats. */
-static void moments(const float *x, int64_t n, double *mean, double *var)
-{
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) sum += x[i];
-    const double m = sum / (double)n;
-    double sq = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        const double dv = x[i] - m;
-        sq += dv * dv;
-    }
-    *mean = m;
-    *var = sq / (double)n;
-}
-
 /* ================================ BatchNorm / InstanceNorm ================================ */
 
 typedef struct channel_affine_params {
@@ -118,7 +103,7 @@ static void group_norm_run(const group_norm_params *p, const co_oprt *rt, const 
         for (int64_t g = 0; g < p->groups; g++) {
             const int64_t c0 = g * per_group, at = (n * channels + c0) * inner; /* a group is contiguous */
             double mean, var;
-            moments(x + at, per_group * inner, &mean, &var);
+            co_moments(x + at, per_group * inner, &mean, &var);
             double rstd = 1.0 / sqrt(var + p->eps);
             /* torch sums x and x^2 in float32: where that sum of squares overflows, its output is
              * NaN; match that rather than stay finite in double */

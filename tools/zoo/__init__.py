@@ -114,7 +114,7 @@ for _name, _title, _builder, _gf in (
     _add(ModelSpec(
         name=_name, title=_title, builder=_builder, paper=dict(T=300, num_classes=60),
         small=dict(_SKEL_SMALL, **({"num_heads": 2} if _name == "cos_tr" else {})), frame=lambda kw: SKELETON_FRAME, oracle="forward", paper_gflops=_gf,
-        stride=4, paper_note="continual-skeletons paper, NTU RGB+D 60, FLOPs per step (stride-period average)",
+        stride=4, paper_note="continual-skeletons paper, NTU RGB+D 60, FLOPs of a step on which every layer runs",
         source="Co-ST-GCN paper (Hedegaard et al. 2023)", small_frames=104,
         macs_clip=lambda kw: kw.get("T", 300)))
 
