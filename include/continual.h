@@ -313,6 +313,48 @@ CO_API co_status co_forward_step_streams(co_multistream *ctx, co_stream *const *
                                          const float *const *x, float *const *y, int *has_output,
                                          int update_state);
 
+/* ---- Inspecting and profiling the step plan (src/core/inspect.c) ----------------------------
+ * The plan is the flat list of ops a model compiles into (co_plan_info.num_ops of them, the same
+ * for every batch and frame shape); op i here is op i of every stream of the model, in the order
+ * a step runs them. */
+
+/* Name of the matrix-product kernels in use: "avx512", "avx2", "portable" (continual-c's own,
+ * chosen at run time for this CPU) or "openblas" (built with -DCO_BLAS=openblas). Static string,
+ * never NULL. */
+CO_API const char *co_kernel_backend(void);
+
+typedef struct co_op_info {
+    const char *kind;       /* the op's implementation ("conv", "linear", "pool", ...); static */
+    const char *type;       /* module type of the node the op was compiled from ("Conv3d"; a
+                             * container's for the reductions it adds), "" if none; owned by the model */
+    const char *path;       /* that node's state_dict prefix ("" for the root); owned by the model */
+    co_shape output_frame;  /* (B, C', *S') of the op's output frame */
+    int64_t macs;           /* multiply-accumulates of one step of this op (as co_plan_info) */
+    size_t state_bytes;     /* its share of the stream state (before alignment) */
+    size_t scratch_floats;  /* floats of scratch one step of it needs (the arena holds the largest) */
+    int64_t end_pad;        /* frames it is fed when the end of the input is flushed */
+} co_op_info;
+
+/* The plan for `batch` streams of frame shape (C, *S) (NULL: the file's), one entry per op:
+ * ops[0 .. co_plan_info.num_ops) is written; n_ops is the capacity of `ops` in entries.
+ * Ownership: `ops` is the caller's; the strings it gets point into the model (valid until
+ * co_model_free) or are static. The sum of the ops' macs is co_plan_info.macs_per_step.
+ * Statuses: CO_ERR_INVALID_ARGUMENT (NULL model or ops, batch outside [1, 2^20]),
+ * CO_ERR_BUFFER_TOO_SMALL (n_ops below num_ops; nothing written), CO_ERR_SHAPE (a frame shape
+ * the network cannot take, or none recorded and none given), CO_ERR_UNSUPPORTED,
+ * CO_ERR_OUT_OF_MEMORY (its temporaries). */
+CO_API co_status co_model_plan_ops(const co_model *model, int batch, const co_shape *frame_shape, co_op_info *ops,
+                                   int n_ops);
+
+/* Per-op profiling of a stream. With a non-NULL `ns_per_op` (co_plan_info.num_ops entries, owned
+ * by the caller, who must keep it alive while it is set), every op that runs in co_forward_step
+ * and co_forward_steps (end padding included) adds its wall time in nanoseconds (CLOCK_MONOTONIC)
+ * to ns_per_op[op]; the library never clears it. NULL turns profiling off: an unprofiled step
+ * costs one test per op. co_forward_step_streams does not profile. The setting is not part of the
+ * saved state and co_stream_clean keeps it.
+ * Statuses: CO_ERR_INVALID_ARGUMENT (NULL stream). */
+CO_API co_status co_stream_set_profile(co_stream *stream, int64_t *ns_per_op);
+
 #ifdef __cplusplus
 }
 #endif

@@ -21,6 +21,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/inspect.h"
 #include "core/model.h"
 
 #define CO_ALIGN 64
@@ -45,6 +46,7 @@ struct co_stream {
     size_t state_bytes, arena_bytes;
     float *scratch, *fill_zero, *fill_neginf;
     int64_t macs;
+    int64_t *profile_ns; /* per op, caller-owned (co_stream_set_profile); NULL: off */
 };
 
 typedef struct state_header {
@@ -323,6 +325,7 @@ static void run_tick(co_stream *s, unsigned char *state, int draining)
         const int all = op_ready(s, op, &any);
         const float *ins[8];
         int produced = 0;
+        const int64_t started_ns = s->profile_ns ? co_clock_ns() : 0;
         if (all) {
             op_inputs(s, op, ins);
             note_stepped(s, state, i, ins);
@@ -342,7 +345,15 @@ static void run_tick(co_stream *s, unsigned char *state, int draining)
         }
         s->valid[op->out] = (uint8_t)produced;
         if (produced) s->vptr[op->out] = s->vbuf[op->out];
+        if (s->profile_ns) s->profile_ns[i] += co_clock_ns() - started_ns;
     }
+}
+
+co_status co_stream_set_profile(co_stream *s, int64_t *ns_per_op)
+{
+    if (!s) return co_error(CO_ERR_INVALID_ARGUMENT, "co_stream_set_profile: NULL stream");
+    s->profile_ns = ns_per_op;
+    return CO_OK;
 }
 
 static void begin_tick(co_stream *s, const float *frame)
