@@ -4,7 +4,7 @@
  *   continual info    MODEL [--batch N] [--frame-shape C,...] [--ops]
  *   continual run     MODEL --input CLIP.npy|- --output OUT.npy|- [--pad-end] [--batch N] [--frame-shape C,...]
  *   continual bench   MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--json]
- *   continual profile MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N]
+ *   continual profile MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--json]
  *   continual compare A.npy B.npy [--atol X] [--rtol X]
  *
  * Exit status: 0 success, 1 failure (message on stderr), 2 bad usage.
@@ -42,7 +42,7 @@ static const char k_usage[] =
     "  bench MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--json]\n"
     "      times co_forward_step: first step, p10 / p50 / p90 / p99 / max ms per step, steps/s,\n"
     "      threads, kernel backend, peak memory; --json: one JSON object instead of the table\n"
-    "  profile MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N]\n"
+    "  profile MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--json]\n"
     "      times every op of the plan over the steps and prints them sorted by time\n"
     "  compare A.npy B.npy [--atol X] [--rtol X]\n"
     "      exit 0 if the arrays have one shape and |a - b| <= atol + rtol * |b| everywhere\n"
@@ -908,10 +908,42 @@ static int cmp_op_time(const void *a, const void *b)
     return *(const int *)a - *(const int *)b;
 }
 
+/* profile --json: the run's settings and one object per op, slowest first. */
+static void print_profile_json(const options *o, const bench_ctx *b, const co_op_info *ops, const int64_t *ns,
+                               const int *order, int n, double total_ms)
+{
+    int64_t sum_ns = 0;
+    for (int i = 0; i < n; i++) sum_ns += ns[i];
+    printf("{\"model\": ");
+    json_string(stdout, o->pos[0]);
+    printf(", \"version\": ");
+    json_string(stdout, co_version_string());
+    printf(", \"backend\": ");
+    json_string(stdout, co_kernel_backend());
+    printf(", \"threads\": %d, \"batch\": %d, \"input_frame\": ", o->threads, o->batch);
+    json_dims(stdout, &b->in_shape);
+    printf(", \"steps\": %ld, \"warmup\": %ld, \"step_ms\": %.6f, \"op_ms\": %.6f, \"ops\": [", o->steps, o->warmup,
+           total_ms, (double)sum_ns * 1e-6);
+    for (int r = 0; r < n; r++) {
+        const int i = order[r];
+        printf("%s\n  {\"op\": %d, \"kind\": ", r ? "," : "", i);
+        json_string(stdout, ops[i].kind);
+        printf(", \"type\": ");
+        json_string(stdout, ops[i].type);
+        printf(", \"path\": ");
+        json_string(stdout, ops[i].path);
+        printf(", \"output_frame\": ");
+        json_dims(stdout, &ops[i].output_frame);
+        printf(", \"macs_per_step\": %lld, \"total_ms\": %.6f, \"us_per_step\": %.4f}", (long long)ops[i].macs,
+               (double)ns[i] * 1e-6, (double)ns[i] * 1e-3 / (double)o->steps);
+    }
+    printf("\n]}\n");
+}
+
 static int cmd_profile(int argc, char **argv)
 {
     options o;
-    int rc = parse_options("profile", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_STEPS | OPT_WARMUP, 1, &o);
+    int rc = parse_options("profile", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_STEPS | OPT_WARMUP | OPT_JSON, 1, &o);
     if (rc) return rc;
     bench_ctx b;
     co_op_info *ops = NULL;
@@ -971,6 +1003,11 @@ static int cmd_profile(int argc, char **argv)
         kw = max_int(kw, (int)strlen(ops[i].kind));
         tw = max_int(tw, (int)strlen(ops[i].type));
         pw = max_int(pw, (int)strlen(op_path(&ops[i])));
+    }
+    if (o.json) {
+        print_profile_json(&o, &b, ops, ns, order, n, total_ms);
+        rc = 0;
+        goto done;
     }
     printf("continual profile  %s\n", o.pos[0]);
     printf("  input frame %s -> output frame %s, %ld steps after %ld warmup; library %s, kernels %s, threads %d\n\n",

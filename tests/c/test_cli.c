@@ -284,9 +284,49 @@ static double frame_diff(const npy_array *clip, int64_t t, const float *raw)
     return d;
 }
 
+/* The live frames raw (n frames of n_out floats) against co_forward_steps with CO_PAD_END over the
+ * same LIVE_FRAMES input frames, called here through the library (not through the tool). */
+static void check_against_library(const char *model, const float *fr, int64_t C, int64_t S, const float *raw, int64_t n,
+                                  int64_t n_out);
+
 #define LIVE_TIMEOUT_MS 60000 /* a loaded machine; a held-back frame never arrives at all */
-#define LIVE_FRAMES 24
 #define LIVE_MAX_FIRST 64
+
+#define LIVE_FRAMES 24
+#define LIVE_ATOL 1e-6 /* the same products in the same order: equal up to float rounding at most */
+static void check_against_library(const char *model, const float *fr, int64_t C, int64_t S, const float *raw, int64_t n,
+                                  int64_t n_out)
+{
+    co_model *m = NULL;
+    co_stream *s = NULL;
+    TU_STATUS(co_model_load(model, &m), CO_OK, model);
+    if (m) TU_STATUS(co_stream_create(m, 1, &s), CO_OK, "stream of batch 1");
+    const int64_t cap = s ? co_steps_max_output(s, LIVE_FRAMES, CO_PAD_END) : 0;
+    float *clip = malloc((size_t)(LIVE_FRAMES * C * S) * sizeof(float)), *y = malloc((size_t)((cap + 1) * n_out) * sizeof(float));
+    if (!clip || !y) exit(99);
+    for (int64_t t = 0; t < LIVE_FRAMES; t++) /* frames (T, C, S) -> clip (1, C, T, S) */
+        for (int64_t c = 0; c < C; c++) memcpy(clip + (c * LIVE_FRAMES + t) * S, fr + (t * C + c) * S, (size_t)S * sizeof(float));
+    int64_t t_out = -1;
+    if (s) TU_STATUS(co_forward_steps(s, clip, LIVE_FRAMES, y, cap, &t_out, CO_PAD_END, CO_UPDATE_STATE), CO_OK, "forward_steps");
+    TU_CHECK(t_out == n, "the tool gave %lld frames live, co_forward_steps with CO_PAD_END %lld", (long long)n, (long long)t_out);
+    if (s && t_out == n) {
+        co_shape out;
+        co_stream_output_shape(s, &out);
+        const int64_t Co = out.dims[1], So = n_out / Co;
+        double d = 0;
+        for (int64_t t = 0; t < n; t++) /* y is (1, C', n, S'), raw frame t is (1, C', S') */
+            for (int64_t c = 0; c < Co; c++)
+                for (int64_t k = 0; k < So; k++) {
+                    const double e = fabs((double)y[(c * n + t) * So + k] - raw[t * n_out + c * So + k]);
+                    if (!(e <= d)) d = e;
+                }
+        TU_CHECK(d <= LIVE_ATOL, "live frames differ from co_forward_steps with CO_PAD_END by %g", d);
+    }
+    free(clip);
+    free(y);
+    co_stream_free(s);
+    co_model_free(m);
+}
 
 static void check_live_stream(const char *model)
 {
@@ -363,6 +403,7 @@ static void check_live_stream(const char *model)
     int status = 0;
     waitpid(pid, &status, 0);
     TU_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "run --input - --pad-end exited with status %d", status);
+    check_against_library(model, fr, C, S, raw, n_padded, n_out);
     for (int64_t t = 0; t < n_padded; t++) {
         TU_CHECK(frame_diff(&padded, t, raw + t * n_out) == 0, "live frame %lld differs from run on a file --pad-end",
                  (long long)t);
@@ -488,7 +529,8 @@ int main(int argc, char **argv)
     check_info_ops(g_model, 2);
     check_info_ops(tiny, 1);
     check_live_stream(tiny);
-    EXPECT_EXIT(2, "profile '%s' --json", g_model);
+    EXPECT_EXIT(2, "profile '%s' --ops", g_model);
+    EXPECT_EXIT(2, "profile '%s' --steps 0", g_model);
     EXPECT_EXIT(2, "info '%s' --ops=1", g_model);
 
     /* ---- bench, compare, version ---- */
