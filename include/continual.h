@@ -347,10 +347,10 @@ CO_API co_status co_model_plan_ops(const co_model *model, int batch, const co_sh
                                    int n_ops);
 
 /* Per-op profiling of a stream. With a non-NULL `ns_per_op` (co_plan_info.num_ops entries, owned
- * by the caller, who must keep it alive while it is set), every op that runs in co_forward_step
- * and co_forward_steps (end padding included) adds its wall time in nanoseconds (CLOCK_MONOTONIC)
- * to ns_per_op[op]; the library never clears it. NULL turns profiling off: an unprofiled step
- * costs one test per op. co_forward_step_streams does not profile. The setting is not part of the
+ * by the caller, who must keep it alive while it is set), every op that runs in co_forward_step,
+ * co_forward_steps and co_stream_finish (end padding included) adds its wall time in nanoseconds
+ * (CLOCK_MONOTONIC) to ns_per_op[op]; the library never clears it. NULL turns profiling off: an
+ * unprofiled step costs one test per op. co_forward_step_streams does not profile. The setting is not part of the
  * saved state and co_stream_clean keeps it.
  * Statuses: CO_ERR_INVALID_ARGUMENT (NULL stream). */
 CO_API co_status co_stream_set_profile(co_stream *stream, int64_t *ns_per_op);

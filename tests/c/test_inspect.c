@@ -5,7 +5,7 @@
  *     its state_bytes; output frames carry the batch; the last op's is the stream's output frame;
  *   - refused calls: NULL arguments, a batch out of range, too small a table (nothing written),
  *     a frame shape the network cannot take;
- *   - profiling: stepping with it on gives bit-identical outputs and states to stepping without,
+ *   - profiling: stepping (and finishing) with it on gives bit-identical outputs and states to not,
  *     allocates nothing, adds time to the ops that ran and never clears the caller's array;
  *     NULL turns it off (the array no longer moves).
  *
@@ -127,10 +127,16 @@ static void check_profile(const co_model *m)
     TU_STATUS(co_forward_steps(a, x, STEPS, ya, cap, &t_a, CO_PAD_END, CO_UPDATE_STATE), CO_OK, "profiled forward_steps");
     TU_STATUS(co_forward_steps(b, x, STEPS, yb, cap, &t_b, CO_PAD_END, CO_UPDATE_STATE), CO_OK, "plain forward_steps");
     TU_CHECK(t_a == t_b && memcmp(ya, yb, (size_t)(t_a * out_n) * sizeof(float)) == 0, "forward_steps outputs differ");
-    TU_CHECK(g_allocs == allocs, "profiled stepping allocated %ld times", g_allocs - allocs);
     co_stream_save(a, sa, state_n, NULL);
     co_stream_save(b, sb, state_n, NULL);
     TU_CHECK(memcmp(sa, sb, state_n) == 0, "profiling changed the stream state");
+    /* the end of input, profiled and not */
+    const int64_t fcap = co_stream_finish_max_output(a);
+    TU_CHECK(fcap <= cap, "co_stream_finish_max_output %lld above co_steps_max_output %lld", (long long)fcap, (long long)cap);
+    TU_STATUS(co_stream_finish(a, ya, fcap, &t_a), CO_OK, "profiled finish");
+    TU_STATUS(co_stream_finish(b, yb, fcap, &t_b), CO_OK, "plain finish");
+    TU_CHECK(t_a == t_b && memcmp(ya, yb, (size_t)(t_a * out_n) * sizeof(float)) == 0, "finish outputs differ");
+    TU_CHECK(g_allocs == allocs, "profiled stepping allocated %ld times", g_allocs - allocs);
     int timed = 0;
     for (int i = 0; i < n; i++) {
         TU_CHECK(ns[i] >= 0, "op %d: negative time", i);
