@@ -21,7 +21,7 @@ with a PrecisionWarning, non-float dtypes are refused); `out=` writes into a cal
 from ._binding import (Error, Model, MultiStream, PrecisionWarning, Stream, library, library_available,
                        library_path, library_version, load, load_memory)
 from ._cli import cli_path
-from ._export import ExportError, export, read_model_file, read_safetensors, to_network, write_safetensors
+from ._export import ExportError, ExportWarning, export, read_model_file, read_safetensors, to_network, write_safetensors
 from ._export_transformer import ContinualAttention, ContinualTransformerEncoder, transformer_encoder
 
 
@@ -35,7 +35,7 @@ except ImportError:  # a source checkout: the header beside it
         __version__ = "0+unknown"
 
 __all__ = [
-    "__version__", "export", "to_network", "ExportError", "write_safetensors", "read_safetensors", "read_model_file",
+    "__version__", "export", "to_network", "ExportError", "ExportWarning", "write_safetensors", "read_safetensors", "read_model_file",
     "Error", "PrecisionWarning", "Model", "Stream", "MultiStream", "load", "load_memory", "library", "library_available",
     "library_path", "library_version", "cli_path",
     "ContinualAttention", "ContinualTransformerEncoder", "transformer_encoder",
