@@ -138,6 +138,10 @@ def _declare(lib):
         "co_steps_max_output": (I64, [P, I64, I]),
         "co_forward_steps": (I, [P, P, I64, P, I64, C.POINTER(I64), I, I]),
         "co_stream_clean": (I, [P]),
+        "co_stream_finish_max_output": (I64, [P]),
+        "co_stream_finish": (I, [P, P, I64, C.POINTER(I64)]),
+        "co_version": (I, []),
+        "co_version_string": (C.c_char_p, []),
         "co_stream_state_size": (SZ, [P]),
         "co_stream_save": (I, [P, P, SZ, C.POINTER(SZ)]),
         "co_stream_restore": (I, [P, P, SZ]),
@@ -145,23 +149,10 @@ def _declare(lib):
         "co_multistream_free": (None, [P]),
         "co_forward_step_streams": (I, [P, C.POINTER(P), I, C.POINTER(P), C.POINTER(P), C.POINTER(I), I]),
     }
-    # Newer calls: declared where the library has them (Stream.finish and library_version() say
-    # so when it does not).
-    optional = {
-        "co_version": (I, []),
-        "co_version_string": (C.c_char_p, []),
-        "co_stream_finish_max_output": (I64, [P]),
-        "co_stream_finish": (I, [P, P, I64, C.POINTER(I64)]),
-    }
     for name, (res, args) in sig.items():
         fn = getattr(lib, name)
         fn.restype = res
         fn.argtypes = args
-    for name, (res, args) in optional.items():
-        fn = getattr(lib, name, None)
-        if fn is not None:
-            fn.restype = res
-            fn.argtypes = args
 
 
 def library() -> C.CDLL:
@@ -191,11 +182,9 @@ def library_available() -> bool:
 
 def library_version() -> str:
     """The loaded library's co_version_string() ("MAJOR.MINOR.PATCH"); continual_c.__version__ is
-    the package's. OSError if the library cannot be loaded, AttributeError if it predates the call."""
-    lib = library()
-    if getattr(lib, "co_version_string", None) is None:
-        raise AttributeError("the library at %s has no co_version_string (it predates it)" % library_path())
-    return lib.co_version_string().decode("ascii")
+    the package's (the same macros, unless the library comes from another build: $CONTINUAL_LIB).
+    OSError if the library cannot be loaded."""
+    return library().co_version_string().decode("ascii")
 
 
 def _check(status):
@@ -606,16 +595,13 @@ class Stream(_Closable):
 
     def finish_max_output(self) -> int:
         """The most output frames finish() can give from the stream's current state."""
-        self._need("co_stream_finish_max_output")
-        cap = int(self._lib.co_stream_finish_max_output(self._handle))
-        if cap < 0:
-            _check(1)
-        return cap
+        return int(self._lib.co_stream_finish_max_output(self._handle))
 
     def finish(self, out: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
-        """End of input (co_stream_finish): flushes the end padding after the frames stepped so far
-        and returns the output frames that appear, (B, C', T_out, *S'), or None; the stream is then
-        clean, ready for a new sequence. out: as for forward_steps, with T_cap == finish_max_output()."""
+        """End of input (co_stream_finish): flushes the end padding from the current state (after any
+        mix of forward_step / forward_steps / load_state) and returns the output frames that appear,
+        (B, C', T_out, *S'), or None; the stream is then clean, ready for a new sequence.
+        out: as for forward_steps, with T_cap == finish_max_output()."""
         cap = self.finish_max_output()
         o = self.output_shape
         if out is None:
@@ -627,10 +613,6 @@ class Stream(_Closable):
         _raise_callback_error(self._owner)
         _check(st)
         return self._clip_result(y, int(t_out.value), out)
-
-    def _need(self, symbol):
-        if getattr(self._lib, symbol, None) is None:
-            raise AttributeError("the library at %s has no %s (it predates it)" % (library_path(), symbol))
 
     def clean_state(self) -> None:
         """Forget everything stepped so far (as a fresh stream)."""
