@@ -21,8 +21,31 @@ with a PrecisionWarning, non-float dtypes are refused); `out=` writes into a cal
 from ._binding import (Error, Model, MultiStream, PrecisionWarning, Stream, library, library_available,
                        library_path, library_version, load, load_memory)
 from ._cli import cli_path
-from ._export import ExportError, ExportWarning, export, read_model_file, read_safetensors, to_network, write_safetensors
-from ._export_transformer import ContinualAttention, ContinualTransformerEncoder, transformer_encoder
+
+# The exporter needs torch; the runtime part (load, Model, Stream, the `continual` command) does
+# not. So the exporter's names are imported on first use (PEP 562): `import continual_c` stays
+# quick and works without torch.
+_LAZY = {
+    "export": "._export", "to_network": "._export", "ExportError": "._export", "ExportWarning": "._export",
+    "write_safetensors": "._export", "read_safetensors": "._export", "read_model_file": "._export",
+    "ContinualAttention": "._export_transformer", "ContinualTransformerEncoder": "._export_transformer",
+    "transformer_encoder": "._export_transformer",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 try:

@@ -20,6 +20,7 @@ import importlib.util
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -154,14 +155,14 @@ def _write_wheel(path, entries):
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
         for arcname, data, mode in entries:
             info = zipfile.ZipInfo(arcname, date_time=ZIP_EPOCH)
-            info.external_attr = (mode & 0o7777 | 0o100000) << ZIP_UNIX_MODE_SHIFT  # regular file
+            info.external_attr = (stat.S_IFREG | mode) << ZIP_UNIX_MODE_SHIFT
             info.compress_type = zipfile.ZIP_DEFLATED
             z.writestr(info, data)
             record.append(_record_line(arcname, data))
         rec_name = entries[-1][0].split("/")[0] + "/RECORD"
         record.append(rec_name + ",,")
         info = zipfile.ZipInfo(rec_name, date_time=ZIP_EPOCH)
-        info.external_attr = (FILE_MODE | 0o100000) << ZIP_UNIX_MODE_SHIFT
+        info.external_attr = (stat.S_IFREG | FILE_MODE) << ZIP_UNIX_MODE_SHIFT
         info.compress_type = zipfile.ZIP_DEFLATED
         z.writestr(info, "\n".join(record) + "\n")
 

@@ -309,7 +309,19 @@ def test_console_entry_runs_the_tool():
     if tool is None:
         pytest.skip("no built `continual` tool beside this source tree (the CI venv step runs the installed one)")
     demo = os.path.join(REPO, "examples", "demo.safetensors")
-    r = subprocess.run([sys.executable, "-m", "continual_c._cli", "info", demo], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "continual_c", "info", demo], capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=os.path.join(REPO, "python")))
     assert r.returncode == 0, r.stderr
     assert "Sequential" in r.stdout
+
+
+@pytest.mark.no_lib
+def test_import_needs_no_torch():
+    """The runtime part (and the `continual` entry) imports without torch; the exporter's names load
+    it on first use."""
+    code = ("import sys, continual_c; assert 'torch' not in sys.modules, 'torch imported'; "
+            "continual_c.ExportError; assert 'torch' in sys.modules; print(continual_c.__version__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=os.path.join(REPO, "python")))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == continual_c.__version__
