@@ -9,7 +9,9 @@ torch.nn networks export without it.
 import functools
 import json
 import math
+import os
 import struct
+import warnings
 
 import numpy as np
 import torch
@@ -24,6 +26,10 @@ PRODUCER = "continual_c.export 0.1.0"
 
 class ExportError(ValueError):
     """The module (or one of its children) cannot be written to a continual-c model file."""
+
+
+class ExportWarning(UserWarning):
+    """export() wrote a file the library cannot load as it is (an input_shape the network cannot take)."""
 
 
 def _co():
@@ -46,6 +52,20 @@ def _cls(m):
 
 def _fail(m, path, why):
     raise ExportError("cannot export %s at %s: %s" % (_cls(m), _where(path), why))
+
+
+# What the errors for unsupported code tell the user to do (appended to the reason).
+CALLBACK_FIX = ("co.Lambda(fn) exported with export(..., callbacks=[fn]) and loaded with "
+                "continual_c.load(path, callbacks={fn.__name__: fn})")
+UNSUPPORTED_MODULE_FIX = (
+    "what to do: docs/format.md lists the modules and graph ops continual-c runs; frame-local code (no state "
+    "across frames) is traced into a graph when it is a custom nn.Module or wrapped as co.forward_stepping(module) "
+    "(pass export(..., input_shape=(C, *S))); a function that cannot be traced runs as a Python callback: "
+    + CALLBACK_FIX)
+# ... and for a subclass of a module with a temporal window or a recurrence that overrides forward()
+SUBCLASS_FORWARD_FIX = (
+    "what to do: keep the stock %s for the part that spans frames and move the extra code into a module of its "
+    "own next to it (frame-local code is traced into a graph; see docs/format.md)")
 
 
 def _join(prefix, name):
@@ -530,7 +550,8 @@ class _Walker:
                 cls = getattr(nn, "%sPool%dd" % (kind, nd))
                 if isinstance(m, cls):
                     if type(m).forward is not cls.forward:  # a temporal window: not frame-local code
-                        _fail(m, path, "subclass of %s with its own forward() is not supported" % cls.__name__)
+                        _fail(m, path, "subclass of %s with its own forward() is not supported; %s"
+                              % (cls.__name__, SUBCLASS_FORWARD_FIX % cls.__name__))
                     return _pool_node(m, name, path, kind, nd, "zeros")
         for kind in ("Avg", "Max"):
             for nd in (1, 2, 3):
@@ -542,7 +563,8 @@ class _Walker:
         for cls in (nn.RNN, nn.GRU, nn.LSTM):
             if isinstance(m, cls):
                 if type(m).forward is not cls.forward:  # recurrent state cannot be traced into a frame-local graph
-                    _fail(m, path, "subclass of %s with its own forward() is not supported" % cls.__name__)
+                    _fail(m, path, "subclass of %s with its own forward() is not supported; %s"
+                          % (cls.__name__, SUBCLASS_FORWARD_FIX % cls.__name__))
                 node, tens = _rnn_node(m, name, path)
                 self._leaf_tensors(path, tens)
                 return node
@@ -681,7 +703,7 @@ class _Walker:
         lam = getattr(co, "Lambda", None)
         if lam is not None and isinstance(m, lam):
             return self._lambda(m, name, path)
-        _fail(m, path, "continual module type not supported by continual-c (see docs/format.md)")
+        _fail(m, path, "continual module type not supported by continual-c; " + UNSUPPORTED_MODULE_FIX)
 
     def _lambda(self, m, name, path):
         co = self.co
@@ -879,7 +901,9 @@ def export(module, path, input_shape=None, callbacks=(), description=None):
     description: optional free text (at most 4096 bytes) stored in the file; `continual info` and
     co_model_description() show it (the model zoo records the paper's figures there).
     Returns the network JSON (a dict). Raises ExportError for unsupported modules, naming the
-    class and its dotted path in the network.
+    class, its dotted path in the network and what to do instead. Where the library can be loaded,
+    the written file is loaded once: an input_shape the network cannot take is an ExportWarning
+    naming the library's reason (an error under warnings.simplefilter("error", ExportWarning)).
     """
     walkers = []
     net, expected, dropped = _walk(module, input_shape, callbacks, walkers)
@@ -923,4 +947,32 @@ def export(module, path, input_shape=None, callbacks=(), description=None):
                               % (tuple(input_shape),))
         meta["frame_shape"] = json.dumps(fs)
     write_safetensors(path, tensors, meta)
+    if input_shape is not None:
+        _check_frame_shape_loads(path, tuple(fs))
     return net
+
+
+def _unused_callback(x):
+    return x
+
+
+def _check_frame_shape_loads(path, frame_shape):
+    """A file whose recorded frame shape the network cannot take loads nowhere (co_model_load checks
+    it): where the library can be loaded, load the file once and, if it refuses the shape
+    (CO_ERR_SHAPE), warn (ExportWarning) with the library's reason. A warning, not an error: a file
+    may be written to be rewritten (tests build networks that way); warnings.simplefilter("error",
+    continual_c.ExportWarning) makes it an error. Other load errors are left to load() to report.
+    The callbacks the file names get stand-ins (a load does not call them)."""
+    from . import _binding
+
+    if not _binding.library_available():
+        return
+    roles = _binding._callback_roles(_binding._file_header(path)) or {}
+    try:
+        _binding.load(path, callbacks={name: _unused_callback for name in roles} or None).close()
+    except _binding.Error as e:
+        if e.status_name != "CO_ERR_SHAPE":
+            return
+        warnings.warn("%s cannot be loaded: input_shape %r does not fit the network (%s); input_shape is the shape "
+                      "of one frame without batch and time, (C, *S): (3, 16, 16) for clips (B, 3, T, 16, 16), (64,) "
+                      "for (B, 64, T)" % (os.fspath(path), frame_shape, e.message), ExportWarning, stacklevel=3)

@@ -39,7 +39,7 @@ import torch.fx
 from torch import nn
 from torch.nn import functional as F
 
-from ._export import ExportError, _cls, _where
+from ._export import CALLBACK_FIX as _CALLBACK_FIX, ExportError, _cls, _where
 
 __all__ = ["capture_inputs", "module_graph", "function_graph", "run_graph", "is_forward_stepping",
            "unwrap_forward", "MAX_OPS", "INLINE_CONST"]
@@ -713,6 +713,10 @@ class _Lowering:
                                                          ", at %s" % line if line else "")
         if self.is_lambda:
             msg += "; a C callback given at load (co_load_options) is the alternative for such a function"
+            msg += ": " + _CALLBACK_FIX
+        else:
+            msg += "; what to do: write it with the ops docs/format.md lists (\"Graph nodes\"), or move it into " \
+                   "a co.Lambda function and keep that as a callback: " + _CALLBACK_FIX
         raise ExportError(msg)
 
     def source(self):
