@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "core/build.h"
+#include "kernels/attention_rows.h"
 #include "kernels/gemm.h"
 
 typedef struct mha_params {
@@ -91,21 +92,7 @@ static void out_project(const mha_params *p, const float *o, int64_t rows, float
     add_bias_rows(rows, p->E, p->b_out, y, p->E);
 }
 
-/* Lanes of independent partial sums in dot: a float sum is not reassociated by the compiler, so a
- * single accumulator would be one dependent add per element; DOT_LANES of them vectorise. */
-enum { DOT_LANES = 16 };
-
-static inline float dot(const float *a, const float *b, int64_t n)
-{
-    float lane[DOT_LANES] = {0};
-    int64_t i = 0;
-    for (; i + DOT_LANES <= n; i += DOT_LANES)
-        for (int k = 0; k < DOT_LANES; k++) lane[k] += a[i + k] * b[i + k];
-    float s = 0.0f;
-    for (; i < n; i++) s += a[i] * b[i];
-    for (int k = 0; k < DOT_LANES; k++) s += lane[k];
-    return s;
-}
+static inline float dot(const float *a, const float *b, int64_t n) { return co_rows_dot(a, b, n); }
 
 /* Softmax attention of one query over n keys/values (rows `stride` floats apart). */
 static void attend(const float *q, const float *K, const float *V, int64_t n, int64_t stride, int64_t dh, float *w,
@@ -356,18 +343,6 @@ static int retro_row_scalars(const float *q, const float *k_old, const float *k_
     return 1;
 }
 
-/* Asks for the n floats at x to be brought into cache (a hint; nothing where the compiler has none). */
-enum { FLOATS_PER_LINE = 16 };
-static inline void prefetch_block(const float *x, int64_t n)
-{
-#if defined(__GNUC__)
-    for (int64_t i = 0; i < n; i += FLOATS_PER_LINE) __builtin_prefetch(x + i, 1, 3);
-#else
-    (void)x;
-    (void)n;
-#endif
-}
-
 /* One pass over a row's numerators (H blocks of E): each block updated with its coefficients
  * (or kept), and the row's output o = sum_h A[h] / D[h] accumulated on the way. */
 static void retro_row_pass(int64_t H, int64_t E, const float *coef, const float *D, const float *u_old,
@@ -376,17 +351,8 @@ static void retro_row_pass(int64_t H, int64_t E, const float *coef, const float 
     for (int64_t h = 0; h < H; h++) {
         const float *c = coef + h * RETRO_COEFS, inv = 1.0f / D[h], *uo = u_old + h * E, *un = u_new + h * E;
         float *a = A + h * E;
-        if (c[0] == k_retro_keep) {
-            for (int64_t i = 0; i < E; i++) o[i] += a[i] * inv;
-            continue;
-        }
-        const float s = c[0], co = c[1], cn = c[2];
-        prefetch_block(a + E, E); /* the next block: each is a page or so, where hardware prefetch stops */
-        for (int64_t i = 0; i < E; i++) {
-            const float v = a[i] * s + co * uo[i] + cn * un[i];
-            a[i] = v;
-            o[i] += v * inv;
-        }
+        if (c[0] == k_retro_keep) co_rows_sum(E, inv, a, o);
+        else co_rows_update_sum(E, c[0], c[1], c[2], inv, uo, un, a, o);
     }
 }
 
