@@ -29,6 +29,7 @@
 #include "core/build.h"
 #include "kernels/attention_rows.h"
 #include "kernels/gemm.h"
+#include "kernels/weights.h"
 
 typedef struct mha_params {
     int retroactive;
@@ -52,29 +53,17 @@ static void add_bias_rows(int64_t rows, int64_t n, const float *bias, float *y, 
         for (int64_t j = 0; j < n; j++) y[r * ldy + j] += bias[j];
 }
 
-/* y (rows x n, ldy) = x (rows x k, ldx) W^T for weights W (n x k, ldw), packed as `packed`. Up
- * to SMALL_ROWS rows the product reads W in place (the kernels' small-M path dots along k and
- * reads each weight once, measured faster than the packed tiles there); more rows go through the
- * packed panels. (The per-head blocks of Wo, dh wide, stay packed at any M: their rows are short.) */
-enum { SMALL_ROWS = 8 };
-static void times_weights(int64_t rows, int64_t n, int64_t k, const float *x, int64_t ldx, const float *W, int64_t ldw,
-                          const void *packed, float *y, int64_t ldy)
-{
-    if (rows <= SMALL_ROWS) co_gemm_nt(rows, n, k, x, ldx, W, ldw, 0.0f, y, ldy);
-    else co_gemm_packed(rows, n, k, x, ldx, packed, 0.0f, y, ldy);
-}
-
 /* queries of `rows` inputs (rows ldx floats apart): q (ldq) = x Wq^T + bq */
 static void project_q(const mha_params *p, const float *x, int64_t rows, int64_t ldx, float *q, int64_t ldq)
 {
-    times_weights(rows, p->E, p->E, x, ldx, p->w_in, p->E, p->w_q_packed, q, ldq);
+    co_times_weights(rows, p->E, p->E, x, ldx, p->w_in, p->E, p->w_q_packed, q, ldq);
     add_bias_rows(rows, p->E, p->b_in, q, ldq);
 }
 
 /* keys and values: kv (ldkv; k in [0, E), v in [E, 2E)) = x [Wk; Wv]^T + [bk; bv] */
 static void project_kv(const mha_params *p, const float *x, int64_t rows, int64_t ldx, float *kv, int64_t ldkv)
 {
-    times_weights(rows, 2 * p->E, p->E, x, ldx, p->w_in + p->E * p->E, p->E, p->w_kv_packed, kv, ldkv);
+    co_times_weights(rows, 2 * p->E, p->E, x, ldx, p->w_in + p->E * p->E, p->E, p->w_kv_packed, kv, ldkv);
     add_bias_rows(rows, 2 * p->E, p->b_in ? p->b_in + p->E : NULL, kv, ldkv);
 }
 
@@ -88,7 +77,7 @@ static void project_qkv(const mha_params *p, const float *x, int64_t rows, float
 /* (rows, E) -> (rows, E): y = o Wo^T + bo */
 static void out_project(const mha_params *p, const float *o, int64_t rows, float *y)
 {
-    times_weights(rows, p->E, p->E, o, p->E, p->w_out, p->E, p->w_out_packed, y, p->E);
+    co_times_weights(rows, p->E, p->E, o, p->E, p->w_out, p->E, p->w_out_packed, y, p->E);
     add_bias_rows(rows, p->E, p->b_out, y, p->E);
 }
 

@@ -1,0 +1,27 @@
+/*
+ * weights.h — products with a layer's weight matrix, which the layer keeps both as it was
+ * loaded and packed for co_gemm_packed (kernels/gemm.h); the choice between the two is made
+ * here once for every layer (Linear, the attentions' projections).
+ */
+#ifndef CO_WEIGHTS_H
+#define CO_WEIGHTS_H
+
+#include <stdint.h>
+
+#include "kernels/gemm.h"
+
+/* Rows up to which a product reads the weights in place: the kernels' small-M path dots along
+ * k and reads each weight once, measured faster there than the packed tiles (issue 9: CoOadTR-b1
+ * and the attentions at batch 1 and 8); more rows go through the packed panels. */
+enum { CO_WEIGHTS_SMALL_ROWS = 8 };
+
+/* y (rows x n, ldy) = x (rows x k, ldx) W^T for W (n x k, ldw), `packed` being
+ * co_gemm_pack_b(1, k, n, W, ldw, ...). */
+static inline void co_times_weights(int64_t rows, int64_t n, int64_t k, const float *x, int64_t ldx, const float *W,
+                                    int64_t ldw, const void *packed, float *y, int64_t ldy)
+{
+    if (rows <= CO_WEIGHTS_SMALL_ROWS) co_gemm_nt(rows, n, k, x, ldx, W, ldw, 0.0f, y, ldy);
+    else co_gemm_packed(rows, n, k, x, ldx, packed, 0.0f, y, ldy);
+}
+
+#endif /* CO_WEIGHTS_H */
