@@ -11,8 +11,11 @@
 #include "kernels/gemm.h"
 
 /* Rows up to which a product reads the weights in place: the kernels' small-M path dots along
- * k and reads each weight once, measured faster there than the packed tiles (issue 9: CoOadTR-b1
- * and the attentions at batch 1 and 8); more rows go through the packed panels. */
+ * k and reads each weight once. Measured in whole steps (tools/bench_ab.c, both orders), where
+ * the weights stream from L3 beside the model's other weights: CoOadTR-b1 ~15 % faster at batch
+ * 1 and ~10 % at batch 8 than with the packed tiles. (bench_gemm's isolated calls, whose weights
+ * stay hot, favour the packed tiles at M = 8: re-measure when the kernels change.) More rows go
+ * through the packed panels. */
 enum { CO_WEIGHTS_SMALL_ROWS = 8 };
 
 /* y (rows x n, ldy) = x (rows x k, ldx) W^T for W (n x k, ldw), `packed` being
