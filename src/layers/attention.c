@@ -15,6 +15,11 @@
  * row is recomputed exactly over the window. Outputs match softmax attention over the window
  * to float precision at any logit scale.
  *
+ * Batches and streams (docs/decisions.md, "Attention at batch > 1"): every batch item and every
+ * stream of co_forward_step_streams runs the same per-item algorithm; what they share is the
+ * weight reads — the rows of all items go through each projection as one product with the
+ * weights packed once at load (kernels/gemm.h). So the MACs per item do not depend on B.
+ *
  * forward over a clip is torch.nn.MultiheadAttention's self-attention over the T tokens
  * (SingleOutput with single_output_forward: only the token at query_index).
  */
@@ -22,7 +27,9 @@
 #include <string.h>
 
 #include "core/build.h"
+#include "kernels/attention_rows.h"
 #include "kernels/gemm.h"
+#include "kernels/weights.h"
 
 typedef struct mha_params {
     int retroactive;
@@ -32,24 +39,49 @@ typedef struct mha_params {
     int single_output_forward;
     float scale;               /* 1/sqrt(dh) */
     const float *w_in, *b_in, *w_out, *b_out; /* model-owned; biases may be NULL */
+    /* the weights packed for co_gemm_packed at build (owned): Wq (E x E) and [Wk; Wv] (2E x E)
+     * for X W^T, Wo, and (retroactive) per head h the block Wo[:, h dh .. (h+1) dh) (dh -> E) */
+    void *w_q_packed, *w_kv_packed, *w_out_packed, **w_out_head_packed;
 } mha_params;
 
 /* ---- shared pieces ---- */
+/* y (rows x n, row stride ldy) += bias, per row */
+static void add_bias_rows(int64_t rows, int64_t n, const float *bias, float *y, int64_t ldy)
+{
+    if (!bias) return;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < n; j++) y[r * ldy + j] += bias[j];
+}
+
+/* queries of `rows` inputs (rows ldx floats apart): q (ldq) = x Wq^T + bq */
+static void project_q(const mha_params *p, const float *x, int64_t rows, int64_t ldx, float *q, int64_t ldq)
+{
+    co_times_weights(rows, p->E, p->E, x, ldx, p->w_in, p->E, p->w_q_packed, q, ldq);
+    add_bias_rows(rows, p->E, p->b_in, q, ldq);
+}
+
+/* keys and values: kv (ldkv; k in [0, E), v in [E, 2E)) = x [Wk; Wv]^T + [bk; bv] */
+static void project_kv(const mha_params *p, const float *x, int64_t rows, int64_t ldx, float *kv, int64_t ldkv)
+{
+    co_times_weights(rows, 2 * p->E, p->E, x, ldx, p->w_in + p->E * p->E, p->E, p->w_kv_packed, kv, ldkv);
+    add_bias_rows(rows, 2 * p->E, p->b_in ? p->b_in + p->E : NULL, kv, ldkv);
+}
+
 /* (rows, E) -> (rows, 3E): q, k, v of each row */
 static void project_qkv(const mha_params *p, const float *x, int64_t rows, float *qkv)
 {
-    co_gemm_nt(rows, 3 * p->E, p->E, x, p->E, p->w_in, p->E, 0.0f, qkv, 3 * p->E);
-    if (p->b_in)
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < 3 * p->E; j++) qkv[r * 3 * p->E + j] += p->b_in[j];
+    project_q(p, x, rows, p->E, qkv, 3 * p->E);
+    project_kv(p, x, rows, p->E, qkv + p->E, 3 * p->E);
 }
 
-static inline float dot(const float *a, const float *b, int64_t n)
+/* (rows, E) -> (rows, E): y = o Wo^T + bo */
+static void out_project(const mha_params *p, const float *o, int64_t rows, float *y)
 {
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
+    co_times_weights(rows, p->E, p->E, o, p->E, p->w_out, p->E, p->w_out_packed, y, p->E);
+    add_bias_rows(rows, p->E, p->b_out, y, p->E);
 }
+
+static inline float dot(const float *a, const float *b, int64_t n) { return co_rows_dot(a, b, n); }
 
 /* Softmax attention of one query over n keys/values (rows `stride` floats apart). */
 static void attend(const float *q, const float *K, const float *V, int64_t n, int64_t stride, int64_t dh, float *w,
@@ -69,8 +101,54 @@ static void attend(const float *q, const float *K, const float *V, int64_t n, in
     }
 }
 
-enum { RETRO_FOLDED = 1 }; /* rt->aux[0] of a retroactive attention: numerators in output space */
-static size_t retro_floats_per_item(const mha_params *p, int folded);
+/* ---- state layouts ----
+ * head: pos (ring slot of the oldest token = next to overwrite), count (steps, capped at N),
+ * qpos (single-output query ring); then B items' floats.
+ *
+ * Retroactive, per batch item: the window's keys K, scaled queries Q and values V (N x E
+ * each, ring slots), per token i and head h the running logit maximum M, the softmax
+ * denominator D and P (the largest D since the row was last computed exactly), and the
+ * numerators A[i][h] = sum_j exp(q_i.k_j - M) u_j[h] in OUTPUT space, u_j[h] = Wo[:, h] v_j[h]
+ * being the value already through its head's block of the output projection. A step then
+ * updates each A row with the leaving and the entering u (O(N H E) adds, in one pass that also
+ * sums the outputs) and never projects the N window outputs (no N x E x E product). The u of
+ * the two tokens and the new token's exact row come from one product per head over the rows of
+ * every item, so the weights are read once per step whatever B. */
+typedef struct mha_head { int64_t pos, count, qpos, pad; } mha_head;
+
+typedef struct retro_layout { int64_t K, Q, V, M, D, P, A, floats; } retro_layout;
+
+static retro_layout retro_layout_of(const mha_params *p)
+{
+    const int64_t N = p->N, E = p->E, H = p->H;
+    retro_layout L;
+    L.K = 0;
+    L.Q = N * E;
+    L.V = 2 * N * E;
+    L.M = 3 * N * E;
+    L.D = L.M + N * H;
+    L.P = L.D + N * H;
+    L.A = L.P + N * H;
+    L.floats = L.A + N * H * E;
+    return L;
+}
+
+/* Scratch of one step of R = (streams x B) items: gathered inputs X (R E), projections (3 R E),
+ * the per-head product's input rows G = [v_new; v_old; exact new row] (3 R E) and output U
+ * (3 R H E), the leaving keys (R E); per item in turn: update coefficients (3 N H), logits (N H),
+ * a value-space row (E) and the window's outputs (N E). */
+static size_t retro_scratch_floats(const mha_params *p, int64_t R)
+{
+    const int64_t E = p->E, H = p->H, N = p->N;
+    return (size_t)(R * (E + 3 * E + 3 * E + 3 * H * E + E) + 3 * N * H + N * H + E + N * E);
+}
+
+/* Single-output scratch for R items: gathered inputs (R E), projections (3 R E), attention
+ * outputs and their projection (2 R E), logits (N). */
+static size_t so_scratch_floats(const mha_params *p, int64_t R)
+{
+    return (size_t)(R * 6 * p->E + p->N);
+}
 
 /* ---- resolve ---- */
 
@@ -82,7 +160,7 @@ static co_status mha_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
     if (in->ndim != 2 + t || in->d[1] != p->E)
         return co_error(CO_ERR_SHAPE, "%s: attention takes %s (B, E=%lld%s), got %s", op->path, t ? "clips" : "frames",
                         (long long)p->E, t ? ", T" : "", co_tshape_str(in, buf, sizeof buf));
-    const int64_t B = in->d[0], E = p->E, N = p->N;
+    const int64_t B = in->d[0], E = p->E, N = p->N, H = p->H;
     rt->out = *in;
     if (t) {
         const int64_t T = in->d[2], Tq = p->single_output_forward ? 1 : T;
@@ -90,41 +168,37 @@ static co_status mha_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
             return co_error(CO_ERR_SHAPE, "%s: query_index %lld is outside a clip of %lld tokens", op->path,
                             (long long)p->query_index, (long long)T);
         rt->out.d[2] = Tq;
-        rt->scratch_floats = (size_t)(T * 3 * E + T * E + T + 2 * Tq * E);
+        rt->scratch_floats = (size_t)(B * T * 4 * E + T + 2 * B * Tq * E);
         rt->macs = B * ((p->single_output_forward ? 2 * T + 1 : 3 * T) * E * E + 2 * Tq * T * E + Tq * E * E);
         return CO_OK;
     }
     if (p->retroactive) {
         rt->out.ndim = 3;
         rt->out.d[2] = N;
-        const int folded = B == 1; /* see retro_step: which layout of the numerators */
-        rt->aux[0] = folded;
-        rt->state_bytes = 4 * sizeof(int64_t) + (size_t)B * retro_floats_per_item(p, folded) * sizeof(float);
-        rt->scratch_floats = (size_t)(B * 3 * E + (folded ? B * p->H * E : 2 * B * N * E) + (N > E ? N : E) + 2 * E);
-        rt->macs = folded ? B * (3 * E * E + E * E + 2 * N * E + 3 * N * p->H * E)
-                          : B * (3 * E * E + 6 * N * E + N * E * E);
+        rt->state_bytes = sizeof(mha_head) + (size_t)(B * retro_layout_of(p).floats) * sizeof(float);
+        rt->scratch_floats = retro_scratch_floats(p, B);
+        /* projections 3E^2, the u of two tokens and the new row through Wo 3E^2, the new row's
+         * logits and sums 2NE, the other rows' two logits 2NE, row updates 3NHE, outputs NHE */
+        rt->macs = B * (6 * E * E + 4 * N * E + 4 * N * H * E);
     } else {
-        rt->state_bytes = 4 * sizeof(int64_t) + (size_t)(B * (2 * N + p->lag) * E) * sizeof(float);
-        rt->scratch_floats = (size_t)(B * 3 * E + N + B * E);
+        rt->state_bytes = sizeof(mha_head) + (size_t)(B * (2 * N + p->lag) * E) * sizeof(float);
+        rt->scratch_floats = so_scratch_floats(p, B);
         rt->macs = B * (3 * E * E + 2 * N * E + E * E);
     }
     return CO_OK;
 }
-
-/* state head: pos (ring slot of the oldest token = next to overwrite), count (steps, capped
- * at N), qpos (single-output query ring) */
-typedef struct mha_head { int64_t pos, count, qpos, pad; } mha_head;
 
 static void mha_reset(const co_op *op, const co_oprt *rt, void *state)
 {
     const mha_params *p = op->params;
     memset(state, 0, rt->state_bytes);
     if (p->retroactive) { /* zero tokens: every row attends N zero keys, sum exp(0) = N */
-        const int64_t B = rt->out.d[0], N = p->N, E = p->E, H = p->H;
+        const int64_t B = rt->out.d[0], NH = p->N * p->H;
+        const retro_layout L = retro_layout_of(p);
         float *base = (float *)((mha_head *)state + 1);
         for (int64_t b = 0; b < B; b++) {
-            float *den = base + (size_t)b * retro_floats_per_item(p, rt->aux[0] == RETRO_FOLDED) + 2 * N * E + N * H;
-            for (int64_t i = 0; i < N * H; i++) den[i] = (float)N;
+            float *den = base + b * L.floats + L.D;
+            for (int64_t i = 0; i < NH; i++) den[i] = (float)p->N;
         }
     }
 }
@@ -139,92 +213,104 @@ static co_status mha_check_state(const co_op *op, const co_oprt *rt, const void 
     return CO_OK;
 }
 
-static void out_project(const mha_params *p, const float *o, int64_t rows, float *y)
+/* The rows of n streams' inputs (B rows of E each) as one block: in place for one stream,
+ * else gathered into X. */
+static const float *gather_rows(int n, const float *const *in, int64_t stream_floats, float *X)
 {
-    co_gemm_nt(rows, p->E, p->E, o, p->E, p->w_out, p->E, 0.0f, y, p->E);
-    if (p->b_out)
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < p->E; j++) y[r * p->E + j] += p->b_out[j];
+    if (n == 1) return in[0];
+    for (int i = 0; i < n; i++) memcpy(X + (size_t)i * (size_t)stream_floats, in[i], (size_t)stream_floats * sizeof(float));
+    return X;
 }
 
-/* ---- single output ---- */
-static int so_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
+/* ---- single output: n streams of B items each (n = 1: a plain step) ---- */
+static void so_steps(const co_op *op, const co_oprt *rt, int n, void *const *states, const float *const *in,
+                     float *const *out, int *produced, float *scratch)
 {
     const mha_params *p = op->params;
-    mha_head *h = state;
-    const int64_t B = rt->out.d[0], E = p->E, N = p->N, dh = p->dh;
-    float *K = (float *)(h + 1), *V = K + B * N * E, *Q = V + B * N * E;
-    float *qkv = scratch, *w = qkv + B * 3 * E, *o = w + N;
-    project_qkv(p, in[0], B, qkv);
-    for (int64_t b = 0; b < B; b++) {
-        float *q = qkv + b * 3 * E;
-        for (int64_t i = 0; i < E; i++) q[i] *= p->scale;
-        memcpy(K + (b * N + h->pos) * E, q + E, (size_t)E * sizeof(float));
-        memcpy(V + (b * N + h->pos) * E, q + 2 * E, (size_t)E * sizeof(float));
-        if (p->lag > 0) { /* the query used is `lag` steps old; the new one waits in the ring */
-            float *slot = Q + (b * p->lag + h->qpos) * E;
-            for (int64_t i = 0; i < E; i++) {
-                float t = slot[i];
-                slot[i] = q[i];
-                q[i] = t;
+    const int64_t B = rt->out.d[0], E = p->E, N = p->N, dh = p->dh, R = n * B;
+    float *X = scratch, *qkv = X + R * E, *o = qkv + 3 * R * E, *y = o + R * E, *w = y + R * E;
+    project_qkv(p, gather_rows(n, in, B * E, X), R, qkv); /* every item in one pass over the weights */
+    int64_t emitting = 0; /* items whose attention outputs are in o, stream by stream */
+    for (int i = 0; i < n; i++) {
+        mha_head *h = states[i];
+        float *K = (float *)(h + 1), *V = K + B * N * E, *Q = V + B * N * E;
+        for (int64_t b = 0; b < B; b++) {
+            float *q = qkv + (i * B + b) * 3 * E;
+            for (int64_t c = 0; c < E; c++) q[c] *= p->scale;
+            memcpy(K + (b * N + h->pos) * E, q + E, (size_t)E * sizeof(float));
+            memcpy(V + (b * N + h->pos) * E, q + 2 * E, (size_t)E * sizeof(float));
+            if (p->lag > 0) { /* the query used is `lag` steps old; the new one waits in the ring */
+                float *slot = Q + (b * p->lag + h->qpos) * E;
+                for (int64_t c = 0; c < E; c++) {
+                    float t = slot[c];
+                    slot[c] = q[c];
+                    q[c] = t;
+                }
             }
         }
+        if (p->lag > 0) h->qpos = (h->qpos + 1) % p->lag;
+        h->pos = (h->pos + 1) % N;
+        if (h->count < N) h->count++;
+        produced[i] = h->count >= N;
+        if (!produced[i]) continue;
+        for (int64_t b = 0; b < B; b++, emitting++)
+            for (int64_t hh = 0; hh < p->H; hh++)
+                attend(qkv + (i * B + b) * 3 * E + hh * dh, K + b * N * E + hh * dh, V + b * N * E + hh * dh, N, E, dh,
+                       w, o + emitting * E + hh * dh);
     }
-    if (p->lag > 0) h->qpos = (h->qpos + 1) % p->lag;
-    h->pos = (h->pos + 1) % N;
-    if (h->count < N) h->count++;
-    if (h->count < N) return 0;
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t hh = 0; hh < p->H; hh++)
-            attend(qkv + b * 3 * E + hh * dh, K + b * N * E + hh * dh, V + b * N * E + hh * dh, N, E, dh, w,
-                   o + b * E + hh * dh);
-    out_project(p, o, B, out);
-    return 1;
+    if (!emitting) return;
+    if (n == 1) {
+        out_project(p, o, B, out[0]);
+        return;
+    }
+    out_project(p, o, emitting, y); /* the emitting items of every stream in one product */
+    for (int i = 0, k = 0; i < n; i++)
+        if (produced[i]) memcpy(out[i], y + (size_t)(k++) * (size_t)(B * E), (size_t)(B * E) * sizeof(float));
 }
 
-/* ---- retroactive ----
- * Per batch item the state holds the window's keys K and scaled queries Q (N x E each), and per
- * token i and head h the running logit maximum M, the softmax denominator D and P (the largest D
- * since the row was last computed exactly), plus the numerators, in one of two layouts:
- *
- *   folded (batch 1): A[i][h] = sum_j exp(q_i.k_j - M) u_j[h] in output space, where
- *     u_j[h] = Wo[:, h] v_j[h] is the value already through its head's block of the output
- *     projection (U caches it). A step then costs O(N H E) adds and no N x E x E projection.
- *   per head (batch > 1): AV[i] = sum_j exp(q_i.k_j - M) v_j (N x E, like V), and the N outputs
- *     of every batch item go through the output projection in one GEMM: (B N x E) x (E x E).
- *     The folded state is N H E floats twice per item — at batch 8 its memory traffic costs
- *     more than the shared GEMM. */
-static size_t retro_floats_per_item(const mha_params *p, int folded)
+static int so_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
 {
-    const size_t common = (size_t)(2 * p->N * p->E + 3 * p->N * p->H);
-    return common + (folded ? (size_t)(2 * p->N * p->H * p->E) : (size_t)(2 * p->N * p->E));
+    int produced = 0;
+    so_steps(op, rt, 1, &state, in, &out, &produced, scratch);
+    return produced;
 }
 
-/* Exact sums of row q (head h) over the window: X rows `stride` apart, `width` floats from `off`. */
-static void retro_row_exact(const mha_params *p, const float *q, const float *K, const float *X, int64_t stride,
-                            int64_t off, int64_t width, int64_t h, float *m, float *den, float *a, float *w)
+/* ---- retroactive ---- */
+
+/* Exact sums of row q over the window for heads [h0, h1), in value space: per head h the logit
+ * maximum m[h], the denominator den[h] and av[h dh ..] = sum_j exp(q.k_j - m) v_j[h] (dh floats
+ * per head). Keys and values are walked token by token (each token's heads are contiguous, a
+ * token is E floats from the next); w holds N (h1 - h0) logits. */
+static void retro_row_exact(const mha_params *p, const float *q, const float *K, const float *V, int64_t h0, int64_t h1,
+                            float *m, float *den, float *av, float *w)
 {
-    const int64_t N = p->N, E = p->E, dh = p->dh;
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < N; j++) {
-        w[j] = dot(q, K + j * E + h * dh, dh);
-        if (w[j] > mx) mx = w[j];
-    }
-    float d = 0.0f;
-    memset(a, 0, (size_t)width * sizeof(float));
-    for (int64_t j = 0; j < N; j++) {
-        const float e = expf(w[j] - mx), *x = X + j * stride + off;
-        d += e;
-        for (int64_t i = 0; i < width; i++) a[i] += e * x[i];
-    }
-    *m = mx;
-    *den = d;
+    const int64_t N = p->N, E = p->E, dh = p->dh, nh = h1 - h0;
+    for (int64_t h = h0; h < h1; h++) m[h] = -INFINITY;
+    for (int64_t j = 0; j < N; j++)
+        for (int64_t h = h0; h < h1; h++) {
+            const float l = w[j * nh + h - h0] = dot(q + h * dh, K + j * E + h * dh, dh);
+            if (l > m[h]) m[h] = l;
+        }
+    for (int64_t h = h0; h < h1; h++) den[h] = 0.0f;
+    memset(av + h0 * dh, 0, (size_t)(nh * dh) * sizeof(float));
+    for (int64_t j = 0; j < N; j++)
+        for (int64_t h = h0; h < h1; h++) {
+            const float e = expf(w[j * nh + h - h0] - m[h]), *v = V + j * E + h * dh;
+            float *a = av + h * dh;
+            den[h] += e;
+            for (int64_t i = 0; i < dh; i++) a[i] += e * v[i];
+        }
 }
 
-/* One row's update: key k_old (value x_old) leaves, k_new (x_new) enters. Returns 0 when the
- * running sums cancelled too far and the row must be recomputed exactly (D is then -1). */
-static int retro_row_update(const float *q, const float *k_old, const float *x_old, const float *k_new,
-                            const float *x_new, int64_t dh, int64_t width, float *m, float *d, float *pk, float *a)
+/* coefficient triple of a row whose numerators are already exact (kept as they are) */
+enum { RETRO_COEFS = 3 };
+static const float k_retro_keep = -1.0f; /* in coef[0], which is a scale in (0, 1] otherwise */
+
+/* One row's scalars when key k_old leaves and k_new enters: updates M, D, P and gives the
+ * numerators' update A <- A c[0] + c[1] u_old + c[2] u_new. Returns 0 when the running sums
+ * cancelled too far and the row must be recomputed exactly. */
+static int retro_row_scalars(const float *q, const float *k_old, const float *k_new, int64_t dh, float *m, float *d,
+                             float *pk, float *c)
 {
     const float before = *d, e_old = expf(dot(q, k_old, dh) - *m);
     const float s = dot(q, k_new, dh);
@@ -239,88 +325,100 @@ static int retro_row_update(const float *q, const float *k_old, const float *x_o
      * computation (P): recompute once the mass left is below 1/32 of it */
     *pk *= scale_old;
     if (before * scale_old > *pk) *pk = before * scale_old;
-    if (!((*d - e_new) > *pk * (1.0f / 32.0f)) || !isfinite(*d)) {
-        *d = -1.0f;
-        return 0;
-    }
-    for (int64_t i = 0; i < width; i++) a[i] = a[i] * scale_old - e_out * x_old[i] + e_new * x_new[i];
+    if (!((*d - e_new) > *pk * (1.0f / 32.0f)) || !isfinite(*d)) return 0;
+    c[0] = scale_old;
+    c[1] = -e_out;
+    c[2] = e_new;
     return 1;
+}
+
+/* One pass over a row's numerators (H blocks of E): each block updated with its coefficients
+ * (or kept), and the row's output o = sum_h A[h] / D[h] accumulated on the way. */
+static void retro_row_pass(int64_t H, int64_t E, const float *coef, const float *D, const float *u_old,
+                           const float *u_new, float *A, float *o)
+{
+    for (int64_t h = 0; h < H; h++) {
+        const float *c = coef + h * RETRO_COEFS, inv = 1.0f / D[h], *uo = u_old + h * E, *un = u_new + h * E;
+        float *a = A + h * E;
+        if (c[0] == k_retro_keep) co_rows_sum(E, inv, a, o);
+        else co_rows_update_sum(E, c[0], c[1], c[2], inv, uo, un, a, o);
+    }
+}
+
+/* n streams of B items each (n = 1: a plain step). */
+static void retro_steps(const co_op *op, const co_oprt *rt, int n, void *const *states, const float *const *in,
+                        float *const *out, int *produced, float *scratch)
+{
+    const mha_params *p = op->params;
+    const retro_layout L = retro_layout_of(p);
+    const int64_t B = rt->out.d[0], E = p->E, N = p->N, H = p->H, dh = p->dh, R = n * B, HE = H * E;
+    float *X = scratch, *qkv = X + R * E, *G = qkv + 3 * R * E, *U = G + 3 * R * E, *kold = U + 3 * R * HE;
+    float *coef = kold + R * E, *w = coef + RETRO_COEFS * N * H, *av = w + N * H, *o = av + E;
+    project_qkv(p, gather_rows(n, in, B * E, X), R, qkv); /* every item in one pass over the weights */
+    /* the new token into each window; its exact row (value space) and both tokens' values into G */
+    for (int64_t t = 0; t < R; t++) {
+        const mha_head *h = states[t / B];
+        float *S = (float *)(h + 1) + (t % B) * L.floats, *K = S + L.K, *Q = S + L.Q, *V = S + L.V;
+        float *M = S + L.M, *D = S + L.D, *P = S + L.P, *q = qkv + t * 3 * E;
+        const int64_t slot = h->pos;
+        for (int64_t c = 0; c < E; c++) q[c] *= p->scale;
+        memcpy(kold + t * E, K + slot * E, (size_t)E * sizeof(float));
+        memcpy(G + (R + t) * E, V + slot * E, (size_t)E * sizeof(float));
+        memcpy(G + t * E, q + 2 * E, (size_t)E * sizeof(float));
+        memcpy(K + slot * E, q + E, (size_t)E * sizeof(float));
+        memcpy(Q + slot * E, q, (size_t)E * sizeof(float));
+        memcpy(V + slot * E, q + 2 * E, (size_t)E * sizeof(float));
+        retro_row_exact(p, q, K, V, 0, H, M + slot * H, D + slot * H, G + (2 * R + t) * E, w);
+        memcpy(P + slot * H, D + slot * H, (size_t)H * sizeof(float));
+    }
+    /* through each head's block of Wo: u_new, u_old and the new row's numerators of every item */
+    for (int64_t hh = 0; hh < H; hh++)
+        co_gemm_packed(3 * R, E, dh, G + hh * dh, E, p->w_out_head_packed[hh], 0.0f, U + hh * E, HE);
+    for (int64_t t = 0; t < R; t++) {
+        const mha_head *h = states[t / B];
+        float *S = (float *)(h + 1) + (t % B) * L.floats, *K = S + L.K, *Q = S + L.Q, *V = S + L.V;
+        float *M = S + L.M, *D = S + L.D, *P = S + L.P, *A = S + L.A;
+        const float *u_new = U + t * HE, *u_old = U + (R + t) * HE, *ko = kold + t * E;
+        const int64_t slot = h->pos;
+        const int emit = h->count + 1 >= N;
+        memcpy(A + slot * HE, U + (2 * R + t) * HE, (size_t)HE * sizeof(float));
+        for (int64_t r = 0; r < N; r++)
+            for (int64_t hh = 0; hh < H; hh++) {
+                const int64_t i = r * H + hh;
+                float *c = coef + i * RETRO_COEFS;
+                if (r == slot) {
+                    c[0] = k_retro_keep;
+                } else if (!retro_row_scalars(Q + r * E + hh * dh, ko + hh * dh, K + slot * E + hh * dh, dh, &M[i],
+                                              &D[i], &P[i], c)) {
+                    retro_row_exact(p, Q + r * E, K, V, hh, hh + 1, M + r * H, D + r * H, av, w);
+                    P[i] = D[i];
+                    co_gemm_packed(1, E, dh, av + hh * dh, dh, p->w_out_head_packed[hh], 0.0f, A + i * E, E);
+                    c[0] = k_retro_keep;
+                }
+            }
+        for (int64_t r = 0; r < N; r++) { /* window outputs, oldest token first: row r to o[r - slot - 1 mod N] */
+            float *orow = o + ((r - slot - 1 + 2 * N) % N) * E;
+            for (int64_t c = 0; c < E; c++) orow[c] = p->b_out ? p->b_out[c] : 0.0f;
+            retro_row_pass(H, E, coef + r * H * RETRO_COEFS, D + r * H, u_old, u_new, A + r * HE, orow);
+        }
+        if (!emit) continue;
+        float *y = out[t / B] + (t % B) * E * N; /* (E, N) */
+        for (int64_t c = 0; c < E; c++)
+            for (int64_t r = 0; r < N; r++) y[c * N + r] = o[r * E + c];
+    }
+    for (int i = 0; i < n; i++) {
+        mha_head *h = states[i];
+        produced[i] = h->count + 1 >= N;
+        h->pos = (h->pos + 1) % N;
+        if (h->count < N) h->count++;
+    }
 }
 
 static int retro_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
 {
-    const mha_params *p = op->params;
-    mha_head *h = state;
-    const int folded = rt->aux[0] == RETRO_FOLDED;
-    const int64_t B = rt->out.d[0], E = p->E, N = p->N, H = p->H, dh = p->dh, wmax = N > E ? N : E;
-    /* scratch: projections, then folded: new values in output space, or per head: outputs O and Y */
-    float *qkv_all = scratch, *extra = qkv_all + B * 3 * E;
-    float *un_all = extra, *O = extra, *Y = O + B * N * E;
-    float *w = folded ? un_all + B * H * E : Y + B * N * E, *x_old = w + wmax, *k_old = x_old + E;
-    const int64_t width = folded ? E : dh;
-    const int64_t slot = h->pos;
-    const int emit = h->count + 1 >= N;
-    project_qkv(p, in[0], B, qkv_all); /* the whole batch in one pass over the weights */
-    if (folded)
-        for (int64_t hh = 0; hh < H; hh++) /* un[b][h] = Wo[:, h] v[b][h] */
-            co_gemm_nt(B, E, dh, qkv_all + 2 * E + hh * dh, 3 * E, p->w_out + hh * dh, E, 0.0f, un_all + hh * E, H * E);
-    for (int64_t b = 0; b < B; b++) {
-        float *K = (float *)(h + 1) + b * retro_floats_per_item(p, folded), *Q = K + N * E, *M = Q + N * E,
-              *D = M + N * H, *P = D + N * H, *X = P + N * H; /* X: U (folded) or V */
-        float *A = folded ? X + N * H * E : X + N * E;
-        const int64_t xstride = folded ? H * E : E;
-        float *qkv = qkv_all + b * 3 * E;
-        for (int64_t i = 0; i < E; i++) qkv[i] *= p->scale;
-        const float *qn = qkv, *kn = qkv + E, *xn = folded ? un_all + b * H * E : qkv + 2 * E;
-        for (int64_t hh = 0; hh < H; hh++) {
-            const int64_t c = hh * dh, xoff = folded ? hh * E : c;
-            memcpy(k_old, K + slot * E + c, (size_t)dh * sizeof(float));
-            memcpy(x_old, X + slot * xstride + xoff, (size_t)width * sizeof(float));
-            for (int64_t r = 0; r < N; r++)
-                if (r != slot)
-                    retro_row_update(Q + r * E + c, k_old, x_old, kn + c, xn + xoff, dh, width, &M[r * H + hh],
-                                     &D[r * H + hh], &P[r * H + hh], A + r * xstride + xoff);
-        }
-        memcpy(K + slot * E, kn, (size_t)E * sizeof(float));
-        memcpy(Q + slot * E, qn, (size_t)E * sizeof(float));
-        memcpy(X + slot * xstride, xn, (size_t)(folded ? H * E : E) * sizeof(float));
-        for (int64_t r = 0; r < N; r++)
-            for (int64_t hh = 0; hh < H; hh++)
-                if (r == slot || D[r * H + hh] < 0.0f) {
-                    const int64_t xoff = folded ? hh * E : hh * dh;
-                    retro_row_exact(p, Q + r * E + hh * dh, K, X, xstride, xoff, width, hh, &M[r * H + hh],
-                                    &D[r * H + hh], A + r * xstride + xoff, w);
-                    P[r * H + hh] = D[r * H + hh];
-                }
-        if (!emit) continue;
-        for (int64_t r = 0; r < N; r++) { /* window outputs, oldest token first */
-            const int64_t sl = (slot + 1 + r) % N;
-            if (folded) {
-                float *o = w, *y = out + b * E * N;
-                for (int64_t i = 0; i < E; i++) o[i] = p->b_out ? p->b_out[i] : 0.0f;
-                for (int64_t hh = 0; hh < H; hh++) {
-                    const float inv = 1.0f / D[sl * H + hh], *a = A + (sl * H + hh) * E;
-                    for (int64_t i = 0; i < E; i++) o[i] += a[i] * inv;
-                }
-                for (int64_t i = 0; i < E; i++) y[i * N + r] = o[i];
-            } else {
-                float *o = O + (b * N + r) * E;
-                for (int64_t hh = 0; hh < H; hh++) {
-                    const float inv = 1.0f / D[sl * H + hh], *a = A + sl * E + hh * dh;
-                    for (int64_t i = 0; i < dh; i++) o[hh * dh + i] = a[i] * inv;
-                }
-            }
-        }
-    }
-    if (emit && !folded) {
-        out_project(p, O, B * N, Y);
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t r = 0; r < N; r++)
-                for (int64_t j = 0; j < E; j++) out[(b * E + j) * N + r] = Y[(b * N + r) * E + j];
-    }
-    h->pos = (h->pos + 1) % N;
-    if (h->count < N) h->count++;
-    return emit;
+    int produced = 0;
+    retro_steps(op, rt, 1, &state, in, &out, &produced, scratch);
+    return produced;
 }
 
 /* ---- clip: torch self-attention over the T tokens of (B, E, T) ---- */
@@ -329,41 +427,79 @@ static co_status mha_clip(const co_op *op, const co_oprt *rt, const co_tshape *i
 {
     const mha_params *p = op->params;
     const int64_t B = in_shapes[0].d[0], T = in_shapes[0].d[2], E = p->E, dh = p->dh, Tq = rt->out.d[2];
-    float *qkv = scratch, *X = qkv + T * 3 * E, *w = X + T * E, *o = w + T, *y = o + Tq * E;
+    float *X = scratch, *qkv = X + B * T * E, *w = qkv + B * T * 3 * E, *o = w + T, *y = o + B * Tq * E;
     const int64_t q0 = p->single_output_forward ? (p->query_index < 0 ? p->query_index + T : p->query_index) : 0;
-    for (int64_t b = 0; b < B; b++) {
+    for (int64_t b = 0; b < B; b++) { /* tokens as rows, every item's in one block */
         const float *xb = in[0] + b * E * T;
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t j = 0; j < E; j++) X[t * E + j] = xb[j * T + t];
-        if (p->single_output_forward) { /* keys and values of every token, the query of one */
-            co_gemm_nt(T, 2 * E, E, X, E, p->w_in + E * E, E, 0.0f, qkv + E, 3 * E);
-            co_gemm_nt(1, E, E, X + q0 * E, E, p->w_in, E, 0.0f, qkv + q0 * 3 * E, 3 * E);
-            if (p->b_in) {
-                for (int64_t t = 0; t < T; t++)
-                    for (int64_t j = E; j < 3 * E; j++) qkv[t * 3 * E + j] += p->b_in[j];
-                for (int64_t j = 0; j < E; j++) qkv[q0 * 3 * E + j] += p->b_in[j];
-            }
-        } else {
-            project_qkv(p, X, T, qkv);
-        }
+        float *Xb = X + b * T * E;
+        for (int64_t j = 0; j < E; j++)
+            for (int64_t t = 0; t < T; t++) Xb[t * E + j] = xb[j * T + t];
+    }
+    if (p->single_output_forward) { /* keys and values of every token, the query of one per item */
+        project_kv(p, X, B * T, E, qkv + E, 3 * E);
+        project_q(p, X + q0 * E, B, T * E, qkv + q0 * 3 * E, T * 3 * E);
+    } else {
+        project_qkv(p, X, B * T, qkv);
+    }
+    for (int64_t b = 0; b < B; b++) {
+        float *qb = qkv + b * T * 3 * E;
         for (int64_t r = 0; r < Tq; r++) {
-            float *q = qkv + (q0 + r) * 3 * E;
+            float *q = qb + (q0 + r) * 3 * E;
             for (int64_t i = 0; i < E; i++) q[i] *= p->scale;
             for (int64_t hh = 0; hh < p->H; hh++)
-                attend(q + hh * dh, qkv + E + hh * dh, qkv + 2 * E + hh * dh, T, 3 * E, dh, w, o + r * E + hh * dh);
+                attend(q + hh * dh, qb + E + hh * dh, qb + 2 * E + hh * dh, T, 3 * E, dh, w,
+                       o + (b * Tq + r) * E + hh * dh);
         }
-        out_project(p, o, Tq, y);
+    }
+    out_project(p, o, B * Tq, y);
+    for (int64_t b = 0; b < B; b++) {
         float *ob = out + b * E * Tq;
+        const float *yb = y + b * Tq * E;
         for (int64_t r = 0; r < Tq; r++)
-            for (int64_t j = 0; j < E; j++) ob[j * Tq + r] = y[r * E + j];
+            for (int64_t j = 0; j < E; j++) ob[j * Tq + r] = yb[r * E + j];
     }
     return CO_OK;
 }
 
+static void mha_destroy(co_op *op)
+{
+    mha_params *p = op->params;
+    if (!p) return;
+    co_free(p->w_q_packed);
+    co_free(p->w_kv_packed);
+    co_free(p->w_out_packed);
+    if (p->w_out_head_packed)
+        for (int64_t h = 0; h < p->H; h++) co_free(p->w_out_head_packed[h]);
+    co_free(p->w_out_head_packed);
+    co_free(p);
+}
+
+/* Packs W (rows x cols, row stride ld) as op(B) of X W^T into a new buffer; NULL when out of memory. */
+static void *pack_rows(const float *W, int64_t rows, int64_t cols, int64_t ld)
+{
+    void *buf = co_alloc(co_gemm_pack_size(cols, rows));
+    if (buf) co_gemm_pack_b(1, cols, rows, W, ld, buf);
+    return buf;
+}
+
+static co_status mha_pack(mha_params *p)
+{
+    const int64_t E = p->E;
+    p->w_q_packed = pack_rows(p->w_in, E, E, E);
+    p->w_kv_packed = pack_rows(p->w_in + E * E, 2 * E, E, E);
+    p->w_out_packed = pack_rows(p->w_out, E, E, E);
+    if (!p->w_q_packed || !p->w_kv_packed || !p->w_out_packed) return CO_ERR_OUT_OF_MEMORY;
+    if (!p->retroactive) return CO_OK;
+    if (!(p->w_out_head_packed = co_calloc((size_t)p->H, sizeof *p->w_out_head_packed))) return CO_ERR_OUT_OF_MEMORY;
+    for (int64_t h = 0; h < p->H; h++)
+        if (!(p->w_out_head_packed[h] = pack_rows(p->w_out + h * p->dh, E, p->dh, E))) return CO_ERR_OUT_OF_MEMORY;
+    return CO_OK;
+}
+
 static const co_op_class k_single_output = {"single_output_mha", mha_resolve, mha_reset, mha_check_state, so_step, mha_clip,
-                                            NULL, .whole_stream = 1};
+                                            mha_destroy, .step_multi = so_steps, .whole_stream = 1};
 static const co_op_class k_retroactive = {"retroactive_mha", mha_resolve, mha_reset, mha_check_state, retro_step, mha_clip,
-                                          NULL, .whole_stream = 1};
+                                          mha_destroy, .step_multi = retro_steps, .whole_stream = 1};
 
 co_status co_build_attention(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
@@ -414,6 +550,11 @@ co_status co_build_attention(co_builder *b, const cJSON *node, const char *path,
         (bias && (st = co_take_tensor(b, path, "out_proj.bias", 1, &E, 1, &p->b_out)))) {
         co_free(p);
         return st;
+    }
+    if (mha_pack(p) != CO_OK) { /* the weights in the layout the product kernels read, once per model */
+        co_op tmp = {.params = p};
+        mha_destroy(&tmp);
+        return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory packing the attention weights", path);
     }
     co_op *op = co_emit(b, retro ? &k_retroactive : &k_single_output, path, 1, &in, p);
     if (!op) return co_emit_failure(b);

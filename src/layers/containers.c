@@ -159,10 +159,35 @@ static void reduce_run(const co_op *op, const co_oprt *rt, const float *const *i
         }
         return;
     }
-    for (int64_t i = 0; i < n; i++) {
-        float acc = in[0][bcast_index(&rt->out, rt->aux[1], i)];
-        for (int k = 1; k < op->n_in; k++) acc = combine(p->kind, acc, in[k][bcast_index(&rt->out, rt->aux[1 + k], i)]);
-        out[i] = acc;
+    /* Broadcasting (squeeze-excitation's x * s with s (B, C, 1, 1), a bias (1, C, 1, 1), ...): the
+     * output in runs over its trailing dims along which every input either walks or is broadcast
+     * throughout, so each run costs one index computation and a plain loop per input. */
+    const co_tshape *o = &rt->out;
+    int last = o->ndim - 1; /* the innermost dim that is not 1 (size-1 dims are walked by every input) */
+    while (last > 0 && o->d[last] == 1) last--;
+    int64_t run = 1;
+    for (int i = o->ndim - 1; i >= 0; i--) {
+        int uniform = 1;
+        for (int k = 0; k < op->n_in && uniform && o->d[i] != 1; k++)
+            uniform = ((rt->aux[1 + k] >> i) & 1) == ((rt->aux[1 + k] >> last) & 1);
+        if (!uniform) break;
+        run *= o->d[i];
+    }
+    for (int64_t r0 = 0; r0 < n; r0 += run) {
+        float *y = out + r0;
+        for (int k = 0; k < op->n_in; k++) {
+            const float *x = in[k] + bcast_index(o, rt->aux[1 + k], r0);
+            const int64_t step = (rt->aux[1 + k] >> last) & 1 ? 0 : 1; /* 0: one value for the whole run */
+            if (k == 0) {
+                for (int64_t i = 0; i < run; i++) y[i] = x[i * step];
+                continue;
+            }
+            switch (p->kind) {
+            case R_MUL: for (int64_t i = 0; i < run; i++) y[i] *= x[i * step]; break;
+            case R_MAX: for (int64_t i = 0; i < run; i++) y[i] = combine(R_MAX, y[i], x[i * step]); break;
+            default: for (int64_t i = 0; i < run; i++) y[i] += x[i * step]; break;
+            }
+        }
     }
 }
 

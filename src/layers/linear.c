@@ -13,6 +13,7 @@
 
 #include "core/build.h"
 #include "kernels/gemm.h"
+#include "kernels/weights.h"
 
 /* dim 2 of the clip (B, C, T, *S) is time */
 enum { CO_CLIP_TIME_DIM = 2 };
@@ -60,8 +61,8 @@ static void linear_run(const co_op *op, const co_oprt *rt, const float *x, float
 {
     const linear_params *p = op->params;
     const int64_t outer = rt->aux[A_OUTER], inner = rt->aux[A_INNER];
-    if (inner == 1) { /* rows of x are feature vectors: Y = X W^T, W packed at build */
-        co_gemm_packed(outer, p->out_f, p->in_f, x, p->in_f, p->w_packed, 0.0f, y, p->out_f);
+    if (inner == 1) { /* rows of x are feature vectors: Y = X W^T (W also packed at build) */
+        co_times_weights(outer, p->out_f, p->in_f, x, p->in_f, p->w, p->in_f, p->w_packed, y, p->out_f);
         if (p->bias)
             for (int64_t o = 0; o < outer; o++)
                 for (int64_t j = 0; j < p->out_f; j++) y[o * p->out_f + j] += p->bias[j];

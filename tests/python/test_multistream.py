@@ -63,6 +63,28 @@ def test_matches_alone(tmp_path, name, make, shape, batch):
     assert compared > 0
 
 
+def _attention(kind):
+    """Odd sizes (E 9, 3 heads of 3, window 5)."""
+    from continual_c._export_transformer import ContinualAttention
+
+    mha = torch.nn.MultiheadAttention(9, 3, batch_first=True)
+    return ContinualAttention(mha, 5, kind)
+
+
+ATTENTION_NETS = [
+    ("retroactive_attention", lambda: _attention("retroactive"), (9,)),
+    ("single_output_attention", lambda: _attention("single_output"), (9,)),
+]
+
+
+@pytest.mark.parametrize("name,make,shape", ATTENTION_NETS, ids=[n[0] for n in ATTENTION_NETS])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_attention_matches_alone(tmp_path, name, make, shape, batch):
+    """The attentions' own multi-stream steps (one product for every stream's rows): streams two
+    steps apart, so in one call some are in their start-up (no output) while others emit."""
+    test_matches_alone(tmp_path, name, make, shape, batch)
+
+
 def test_refused_calls_leave_streams(tmp_path):
     m = _model(tmp_path, NETS[1][1](), NETS[1][2], "a.safetensors")
     ctx = m.multistream(2)

@@ -421,3 +421,23 @@ def test_conditional_resolved_at_export(tmp_path, training_branch):
 def test_conditional_false_without_on_false_is_identity():
     net = co.Conditional(lambda m, *a: m.training, nn.Softmax(dim=1)).eval()
     assert continual_c.to_network(net)[0] == {"type": "Identity", "name": ""}
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mul", "max"])
+def test_broadcast_reduce_broadcasting_branches(tmp_path, reduce):
+    """Branches whose outputs broadcast against each other (numpy rules), in the patterns the
+    reduction's run-wise broadcast handles: x (B, C, *), a channel mean (B, 1, *), a max over H
+    (B, C, ..., 1, W: the run is W only) and a per-channel gate (B, C, 1, 1), in every mode."""
+    seed(320)
+    chan = co.Lambda(lambda x: x.mean(dim=1, keepdim=True), takes_time=True)
+    over_h = co.Lambda(lambda x: x.amax(dim=-2, keepdim=True), takes_time=True)
+    gate = co.Lambda(lambda x: torch.sigmoid(x.mean(dim=(-1, -2), keepdim=True)), takes_time=True)
+    net = co.BroadcastReduce(co.Identity(), chan, over_h, gate, reduce=reduce, auto_delay=False)
+    x = torch.randn(3, 5, 6, 4, 7)
+    with torch.no_grad():
+        parts = torch.broadcast_tensors(x, x.mean(dim=1, keepdim=True), x.amax(dim=-2, keepdim=True),
+                                        torch.sigmoid(x.mean(dim=(-1, -2), keepdim=True)))
+        ref = {"sum": lambda: sum(parts[1:], parts[0]), "mul": lambda: parts[0] * parts[1] * parts[2] * parts[3],
+               "max": lambda: torch.stack(parts).max(0).values}[reduce]()
+    model = export_load(net, tmp_path, input_shape=(5, 4, 7))
+    check_modes(model, x, ref)

@@ -147,6 +147,25 @@ def test_retroactive_attention_large_logits(tmp_path):
         assert not all(torch.isfinite(o).all() for o in outs), "the reference was expected to overflow (Q6)"
 
 
+@pytest.mark.parametrize("kind,B", [("retroactive", 3), ("retroactive", 5), ("single_output", 3),
+                                     ("single_output", 7)])
+def test_attention_odd_batches(tmp_path, kind, B):
+    """Batch > 1 with odd sizes (E 15, 5 heads of 3, window 7): every item of every step (each
+    window position, over 6 windows) equals torch over that item's window; the items carry
+    different data, so one item's state leaking into another shows."""
+    seed(20 + B)
+    E, H, N, T = 15, 5, 7, 45
+    mha = randomise(nn.MultiheadAttention(E, H, batch_first=True))
+    qi = -2 if kind == "single_output" else -1
+    w = ContinualAttention(mha, N, kind, **({"query_index": qi} if kind == "single_output" else {})).eval()
+    model = export_load(w, tmp_path)
+    x = torch.randn(B, E, T) * torch.linspace(0.5, 2.0, B).view(B, 1, 1)
+    with torch.no_grad():
+        ref = w(x)
+    fn = w if kind == "retroactive" else (lambda c: w(c)[:, :, qi])
+    check_modes(model, x, ref, tol=1e-4, pad_end=False, steps_oracle=window_oracle(fn, x, N))
+
+
 # ---- encoders from torch.nn.TransformerEncoder ---------------------------------------------------
 ENC_CASES = [  # (num_layers, norm_first, activation, final norm)
     (1, False, "relu", True),
