@@ -64,6 +64,9 @@ _lib = None
 _lib_lock = threading.Lock()
 
 
+_MAX_THREADS = 256  # CO_MAX_THREADS
+
+
 def library_path():
     """Where the shared library is looked for: $CONTINUAL_LIB, else <repo>/build/libcontinual.so."""
     env = os.environ.get("CONTINUAL_LIB")
@@ -107,6 +110,11 @@ def _declare(lib):
         "co_multistream_create": (I, [P, I, I, C.POINTER(_Shape), C.POINTER(P)]),
         "co_multistream_free": (None, [P]),
         "co_forward_step_streams": (I, [P, C.POINTER(P), I, C.POINTER(P), C.POINTER(P), C.POINTER(I), I]),
+        "co_stream_set_threads": (I, [P, I]),
+        "co_stream_threads": (I, [P]),
+        "co_multistream_set_threads": (I, [P, I]),
+        "co_multistream_threads": (I, [P]),
+        "co_forward_threaded": (I, [P, I, C.POINTER(_Shape), P, P, SZ]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(lib, name)
@@ -335,32 +343,38 @@ class Model(_Closable):
         _check(self._lib.co_forward_shape(self._handle, C.byref(_shape(clip_shape)), C.byref(out)))
         return _tuple(out)
 
-    def forward(self, clip):
-        """The whole clip (B, C, T, *S) at once: what torch.nn gives for it. numpy float32."""
+    def forward(self, clip, threads=1):
+        """The whole clip (B, C, T, *S) at once: what torch.nn gives for it. numpy float32.
+        threads > 1 runs its large products on that many threads (bit-identical results)."""
+        threads = _c_int(threads, "threads", hi=_MAX_THREADS)
         x = _as_f32(clip)
         ins = _shape(x.shape)
         outs = _Shape()
         _check(self._lib.co_forward_shape(self._handle, C.byref(ins), C.byref(outs)))
         y = np.empty(_tuple(outs), dtype=np.float32)
-        st = self._lib.co_forward(self._handle, C.byref(ins), _ptr(x), _ptr(y), y.size)
+        if threads == 1:
+            st = self._lib.co_forward(self._handle, C.byref(ins), _ptr(x), _ptr(y), y.size)
+        else:
+            st = self._lib.co_forward_threaded(self._handle, threads, C.byref(ins), _ptr(x), _ptr(y), y.size)
         _raise_callback_error(self._owner)
         _check(st)
         return y
 
     __call__ = forward
 
-    def stream(self, batch_size=1, frame_shape=None):
-        return Stream(self, batch_size, frame_shape)
+    def stream(self, batch_size=1, frame_shape=None, threads=1):
+        """A live stream; threads > 1 runs each step's large products on that many threads."""
+        return Stream(self, batch_size, frame_shape, threads)
 
-    def multistream(self, max_streams, batch_size=1, frame_shape=None):
+    def multistream(self, max_streams, batch_size=1, frame_shape=None, threads=1):
         """A context stepping up to `max_streams` independent streams (each of `batch_size`) in one call."""
-        return MultiStream(self, max_streams, batch_size, frame_shape)
+        return MultiStream(self, max_streams, batch_size, frame_shape, threads)
 
 
 class Stream(_Closable):
     """The state of one live stream over a Model. Holds a reference to the model."""
 
-    def __init__(self, model, batch_size=1, frame_shape=None):
+    def __init__(self, model, batch_size=1, frame_shape=None, threads=1):
         self.model = model
         self._lib = model._lib
         self._h = None
@@ -381,6 +395,17 @@ class Stream(_Closable):
         _check(self._lib.co_stream_output_shape(self._h, C.byref(s)))
         self.output_shape = _tuple(s)
         self.batch_size = int(batch_size)
+        if threads != 1:
+            self.threads = threads
+
+    @property
+    def threads(self):
+        """Threads of each step (co_stream_set_threads); 1 by default. Settable."""
+        return int(self._lib.co_stream_threads(self._handle))
+
+    @threads.setter
+    def threads(self, n):
+        _check(self._lib.co_stream_set_threads(self._handle, _c_int(n, "threads", hi=_MAX_THREADS)))
 
     @property
     def _handle(self):
@@ -457,7 +482,7 @@ class MultiStream(_Closable):
     its own position and state (and its own save/load/clean), the products are shared. Holds a
     reference to the model."""
 
-    def __init__(self, model, max_streams, batch_size=1, frame_shape=None):
+    def __init__(self, model, max_streams, batch_size=1, frame_shape=None, threads=1):
         self.model = model
         self._lib = model._lib
         self._h = None
@@ -471,6 +496,21 @@ class MultiStream(_Closable):
         self._owner.add_stream()
         self.max_streams = int(max_streams)
         self.batch_size = int(batch_size)
+        if threads != 1:
+            self.threads = threads
+
+    @property
+    def threads(self):
+        """Threads of each call (co_multistream_set_threads); 1 by default. Settable."""
+        if not self._h:
+            raise Error(1, "CO_ERR_INVALID_ARGUMENT", "the context was closed")
+        return int(self._lib.co_multistream_threads(self._h))
+
+    @threads.setter
+    def threads(self, n):
+        if not self._h:
+            raise Error(1, "CO_ERR_INVALID_ARGUMENT", "the context was closed")
+        _check(self._lib.co_multistream_set_threads(self._h, _c_int(n, "threads", hi=_MAX_THREADS)))
 
     def close(self):
         h, self._h = getattr(self, "_h", None), None

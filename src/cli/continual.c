@@ -2,8 +2,8 @@
  * continual.c — the `continual` command-line tool, written against include/continual.h only.
  *
  *   continual info    MODEL [--batch N] [--frame-shape C,...]
- *   continual run     MODEL --input CLIP.npy|- --output OUT.npy|- [--pad-end] [--batch N] [--frame-shape C,...]
- *   continual bench   MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N]
+ *   continual run     MODEL --input CLIP.npy|- --output OUT.npy|- [--pad-end] [--batch N] [--frame-shape C,...] [--threads N]
+ *   continual bench   MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--threads N]
  *   continual compare A.npy B.npy [--atol X] [--rtol X]
  *
  * Exit status: 0 success, 1 failure (message on stderr), 2 bad usage.
@@ -29,13 +29,14 @@ static const char k_usage[] =
     "  info MODEL [--batch N] [--frame-shape C,...]\n"
     "      the module tree (params, receptive field, delay, stride, padding per node), the totals,\n"
     "      and the step plan for the frame shape (output frame, MACs/step, state and arena bytes)\n"
-    "  run MODEL --input CLIP --output OUT [--pad-end] [--batch N] [--frame-shape C,...]\n"
+    "  run MODEL --input CLIP --output OUT [--pad-end] [--batch N] [--frame-shape C,...] [--threads N]\n"
     "      streams a clip (B, C, T, *S) frame by frame through the network and writes the outputs\n"
     "      that appear as (B, C', T_out, *S'). CLIP/OUT are float32/float64 .npy files, or '-':\n"
     "      raw float32 frames (B, C, *S) on stdin / output frames on stdout (shape from\n"
     "      --frame-shape or the model file, --batch, default 1). --pad-end flushes the end padding.\n"
-    "  bench MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N]\n"
-    "      times co_forward_step: median / p10 / p90 ms per step and steps/s\n"
+    "      --threads N: each step's large products on N threads (same results; default 1)\n"
+    "  bench MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--threads N]\n"
+    "      times co_forward_step: median / p10 / p90 ms per step and steps/s (on N threads)\n"
     "  compare A.npy B.npy [--atol X] [--rtol X]\n"
     "      exit 0 if the arrays have one shape and |a - b| <= atol + rtol * |b| everywhere\n"
     "  version\n";
@@ -87,6 +88,7 @@ enum {
     OPT_WARMUP = 1 << 6,
     OPT_ATOL = 1 << 7,
     OPT_RTOL = 1 << 8,
+    OPT_THREADS = 1 << 9,
 };
 
 typedef struct options {
@@ -98,6 +100,7 @@ typedef struct options {
     const char *input, *output;
     int pad_end;
     long steps, warmup;
+    int threads; /* --threads: intra-step threads of the stream (co_stream_set_threads) */
     double atol, rtol;
 } options;
 
@@ -154,6 +157,7 @@ static const char *opt_name(unsigned bit)
     case OPT_WARMUP: return "--warmup";
     case OPT_ATOL: return "--atol";
     case OPT_RTOL: return "--rtol";
+    case OPT_THREADS: return "--threads";
     default: return "?";
     }
 }
@@ -168,6 +172,7 @@ static int parse_options(const char *cmd, int argc, char **argv, int first, unsi
     o->warmup = 20;
     o->atol = 1e-4;
     o->rtol = 1e-4;
+    o->threads = 1;
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] != '-' || a[1] == 0) { /* positional ('-' alone too) */
@@ -185,7 +190,7 @@ static int parse_options(const char *cmd, int argc, char **argv, int first, unsi
         name[nlen] = 0;
         unsigned bit = 0;
         static const unsigned all[] = {OPT_BATCH, OPT_FRAME, OPT_INPUT, OPT_OUTPUT, OPT_PAD_END,
-                                       OPT_STEPS, OPT_WARMUP, OPT_ATOL, OPT_RTOL};
+                                       OPT_STEPS, OPT_WARMUP, OPT_ATOL, OPT_RTOL, OPT_THREADS};
         for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
             if (strcmp(name, opt_name(all[k])) == 0) bit = all[k];
         if (!bit || !(allowed & bit)) return usage_error("%s: unknown option '%s'", cmd, name);
@@ -225,6 +230,11 @@ static int parse_options(const char *cmd, int argc, char **argv, int first, unsi
             break;
         case OPT_RTOL:
             if (parse_double(val, &o->rtol)) return usage_error("%s: --rtol '%s' is not a number >= 0", cmd, val);
+            break;
+        case OPT_THREADS:
+            if (parse_long(val, 1, CO_MAX_THREADS, &v))
+                return usage_error("%s: --threads '%s' is not an integer in [1, %d]", cmd, val, CO_MAX_THREADS);
+            o->threads = (int)v;
             break;
         default: break;
         }
@@ -520,7 +530,8 @@ static int run_clip(const options *o, run_ctx *c, int64_t T, int64_t in_n, int64
 static int cmd_run(int argc, char **argv)
 {
     options o;
-    int rc = parse_options("run", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_INPUT | OPT_OUTPUT | OPT_PAD_END, 1, &o);
+    int rc = parse_options("run", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_INPUT | OPT_OUTPUT | OPT_PAD_END | OPT_THREADS, 1,
+                           &o);
     if (rc) return rc;
     if (!o.input) return usage_error("run: --input CLIP.npy (or -) is required");
     if (!o.output) return usage_error("run: --output OUT.npy (or -) is required");
@@ -577,6 +588,11 @@ static int cmd_run(int argc, char **argv)
         run_free(&c);
         return 1;
     }
+    if ((st = co_stream_set_threads(c.s, o.threads))) {
+        fail_co(st, "cannot run on %d threads", o.threads);
+        run_free(&c);
+        return 1;
+    }
     co_shape in_shape, out_shape;
     co_stream_input_shape(c.s, &in_shape);
     co_stream_output_shape(c.s, &out_shape);
@@ -629,7 +645,7 @@ static double quantile(const double *sorted, long n, double q)
 static int cmd_bench(int argc, char **argv)
 {
     options o;
-    int rc = parse_options("bench", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_STEPS | OPT_WARMUP, 1, &o);
+    int rc = parse_options("bench", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_STEPS | OPT_WARMUP | OPT_THREADS, 1, &o);
     if (rc) return rc;
     co_model *m = NULL;
     co_stream *s = NULL;
@@ -644,6 +660,10 @@ static int cmd_bench(int argc, char **argv)
     if (pick_frame(m, &o, &frame, o.pos[0])) goto done;
     if ((st = co_stream_create_shaped(m, o.batch, &frame, &s))) {
         fail_co(st, "cannot create a stream of batch %d, frame shape %s", o.batch, fmt_shape(&frame, buf, sizeof buf));
+        goto done;
+    }
+    if ((st = co_stream_set_threads(s, o.threads))) {
+        fail_co(st, "cannot step on %d threads", o.threads);
         goto done;
     }
     co_stream_input_shape(s, &in_shape);
@@ -684,8 +704,9 @@ static int cmd_bench(int argc, char **argv)
     memset(&pi, 0, sizeof pi);
     co_model_plan_info(m, o.batch, &frame, &pi);
     printf("continual bench  %s\n", o.pos[0]);
-    printf("  input frame %s -> output frame %s, %ld steps after %ld warmup\n\n", fmt_shape(&in_shape, buf, sizeof buf),
-           fmt_shape(&out_shape, buf2, sizeof buf2), o.steps, o.warmup);
+    printf("  input frame %s -> output frame %s, %ld steps after %ld warmup, %d thread%s\n\n",
+           fmt_shape(&in_shape, buf, sizeof buf), fmt_shape(&out_shape, buf2, sizeof buf2), o.steps, o.warmup,
+           co_stream_threads(s), co_stream_threads(s) == 1 ? "" : "s");
     printf("  %-16s %14s\n", "metric", "value");
     printf("  %-16s %14.4f\n", "median ms", med);
     printf("  %-16s %14.4f\n", "p10 ms", quantile(times, o.steps, 0.1));

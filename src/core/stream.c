@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "core/model.h"
+#include "core/threads.h"
 
 #define CO_ALIGN 64
 #define CO_STATE_MAGIC "COSTATE1"
@@ -38,6 +39,7 @@ struct co_stream {
     size_t state_bytes, arena_bytes;
     float *scratch, *fill_zero, *fill_neginf;
     int64_t macs;
+    co_threads threads; /* co_stream_set_threads; none by default */
 };
 
 typedef struct state_header {
@@ -227,6 +229,7 @@ co_status co_stream_create(const co_model *m, int batch, co_stream **out)
 void co_stream_free(co_stream *s)
 {
     if (!s) return;
+    co_threads_clear(&s->threads);
     co_ops_release(s->m->ops, s->m->n_ops, s->rt);
     co_free(s->arena_raw);
     co_free(s);
@@ -336,8 +339,10 @@ co_status co_forward_step(co_stream *s, const float *x, float *y, int *has_outpu
         memcpy(s->shadow, s->state, s->state_bytes);
         state = s->shadow;
     }
+    co_pool *const outer = co_pool_enter(s->threads.pool);
     begin_tick(s, x);
     run_tick(s, state, 0);
+    co_pool_leave(outer);
     const int out = s->m->out_value;
     *has_output = s->valid[out];
     if (*has_output) memcpy(y, s->vptr[out], (size_t)s->vnumel[out] * sizeof(float));
@@ -380,6 +385,7 @@ co_status co_forward_steps(co_stream *s, const float *x, int64_t t, float *y, in
         memcpy(s->shadow, s->state, s->state_bytes);
         state = s->shadow;
     }
+    co_pool *const outer = co_pool_enter(s->threads.pool);
     memset(s->seen, 0, (size_t)m->n_ops);
     const int out = m->out_value;
     const int64_t rows = s->in_shape.d[0] * s->in_shape.d[1], S = s->vnumel[0] / rows;
@@ -414,6 +420,7 @@ co_status co_forward_steps(co_stream *s, const float *x, int64_t t, float *y, in
         const int64_t orows = s->out_shape.d[0] * s->out_shape.d[1], oS = s->vnumel[out] / orows;
         for (int64_t r = 1; r < orows; r++) memmove(y + r * n * oS, y + r * y_frames * oS, (size_t)(n * oS) * sizeof(float));
     }
+    co_pool_leave(outer);
     *t_out = n;
     s->vptr[0] = s->vbuf[0];
     return CO_OK;
@@ -502,6 +509,7 @@ struct co_multistream {
     float **outs;
     int *produced;
     const co_stream **sorted; /* duplicate check */
+    co_threads threads;       /* co_multistream_set_threads; none by default */
 };
 
 co_status co_multistream_create(const co_model *m, int max_streams, int batch, const co_shape *frame_shape,
@@ -601,6 +609,7 @@ done:
 void co_multistream_free(co_multistream *c)
 {
     if (!c) return;
+    co_threads_clear(&c->threads);
     co_free(c->scratch_raw);
     co_free(c);
 }
@@ -670,6 +679,7 @@ co_status co_forward_step_streams(co_multistream *c, co_stream *const *streams, 
             return co_error(CO_ERR_INVALID_ARGUMENT, "co_forward_step_streams: a stream appears twice");
 
     const co_model *m = c->m;
+    co_pool *const outer = co_pool_enter(c->threads.pool);
     for (int i = 0; i < n; i++) {
         co_stream *s = streams[i];
         c->base[i] = s->state;
@@ -720,5 +730,23 @@ co_status co_forward_step_streams(co_multistream *c, co_stream *const *streams, 
         if (has_output[i]) memcpy(y[i], s->vptr[out], (size_t)s->vnumel[out] * sizeof(float));
         s->vptr[0] = s->vbuf[0]; /* never keep the caller's pointer */
     }
+    co_pool_leave(outer);
     return CO_OK;
 }
+
+/* ---- intra-step threads (continual.h; the pool: core/threads.h) ---- */
+co_status co_stream_set_threads(co_stream *s, int n_threads)
+{
+    if (!s) return co_error(CO_ERR_INVALID_ARGUMENT, "co_stream_set_threads: NULL stream");
+    return co_threads_set(&s->threads, n_threads, "co_stream_set_threads");
+}
+
+int co_stream_threads(const co_stream *s) { return s ? co_pool_threads(s->threads.pool) : 1; }
+
+co_status co_multistream_set_threads(co_multistream *c, int n_threads)
+{
+    if (!c) return co_error(CO_ERR_INVALID_ARGUMENT, "co_multistream_set_threads: NULL context");
+    return co_threads_set(&c->threads, n_threads, "co_multistream_set_threads");
+}
+
+int co_multistream_threads(const co_multistream *c) { return c ? co_pool_threads(c->threads.pool) : 1; }
