@@ -161,11 +161,12 @@ void co_pool_destroy(co_pool *p)
 void co_pool_run(co_pool *p, int n_tasks, co_pool_task_fn fn, void *ctx)
 {
     if (n_tasks <= 0) return;
+    co_pool *const outer = co_pool_enter(NULL); /* tasks on this thread do not nest */
     if (!p || n_tasks == 1 || p->n_threads < 2) {
         for (int t = 0; t < n_tasks; t++) fn(ctx, t);
+        co_pool_leave(outer);
         return;
     }
-    co_pool *const outer = co_pool_enter(NULL); /* tasks on this thread do not nest */
     pthread_mutex_lock(&p->lock);
     const uint32_t g = ++p->job_gen;
     p->fn = fn;

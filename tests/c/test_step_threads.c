@@ -5,16 +5,19 @@
  * co_forward_threaded against co_forward, for 2, 3 and 4 threads, on models whose products are
  * large enough to be split (a Conv3d stack and a Conv1d + Linear stack, batch 8) and on the
  * model files given. The products themselves: co_gemm_nn / nt / packed split over a pool against
- * the same call on one thread, over shapes with row, column and K tails. Stepping with threads
+ * the same call on one thread, over shapes with row, column and K tails; the pool alone (every
+ * task once, workers busy or asleep, no nesting). Stepping with threads
  * allocates nothing (counting allocator); the option's statuses (range, NULL, back to 1).
  * Linked against the static library (it calls kernels/gemm.h and kernels/threadpool.h).
  *
  * usage: test_step_threads [MODEL.safetensors ...]
  */
+#define _POSIX_C_SOURCE 200809L
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels/cpu.h"
 #include "kernels/gemm.h"
@@ -42,6 +45,49 @@ static void *xmalloc(size_t n)
     void *p = malloc(n ? n : 1);
     if (!p) exit(99);
     return p;
+}
+
+/* ---- the pool alone: every task runs exactly once, after busy and after sleeping workers ---- */
+enum { POOL_RUNS = 6000, POOL_MAX_TASKS = 37 };
+typedef struct pool_job {
+    int hits[POOL_MAX_TASKS];
+    atomic_int nested; /* tasks that saw a current pool (must be none) */
+} pool_job;
+
+static void count_task(void *ctx, int t)
+{
+    pool_job *j = ctx;
+    j->hits[t]++;
+    if (co_pool_current()) atomic_fetch_add(&j->nested, 1);
+}
+
+static void check_pool(void)
+{
+    void *mem = aligned_alloc(64, (co_pool_bytes(4) + 63) / 64 * 64);
+    if (!mem) exit(99);
+    co_pool *pool = co_pool_init(mem, 4);
+    TU_CHECK(pool != NULL, "co_pool_init(4) failed");
+    if (!pool) return;
+    pool_job job;
+    atomic_init(&job.nested, 0);
+    int bad = 0;
+    co_pool *outer = co_pool_enter(pool);
+    for (int r = 0; r < POOL_RUNS && !bad; r++) {
+        const int n = 1 + r % POOL_MAX_TASKS;
+        memset(job.hits, 0, sizeof job.hits);
+        co_pool_run(pool, n, count_task, &job);
+        for (int t = 0; t < n; t++) bad |= job.hits[t] != 1;
+        TU_CHECK(!bad, "run %d of %d tasks: a task ran %d times", r, n, job.hits[0]);
+        TU_CHECK(co_pool_current() == pool, "co_pool_run did not restore the current pool");
+        if (r % 1000 == 999) { /* let the workers fall asleep: the next run wakes them */
+            struct timespec ts = {0, 5 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    co_pool_leave(outer);
+    TU_CHECK(atomic_load(&job.nested) == 0, "%d task(s) saw a current pool", atomic_load(&job.nested));
+    co_pool_destroy(pool);
+    free(mem);
 }
 
 /* ---- the products, directly ---- */
@@ -300,6 +346,7 @@ int main(int argc, char **argv)
 {
     co_allocator a = {count_alloc, count_free, NULL};
     TU_STATUS(co_set_allocator(&a), CO_OK, "set allocator");
+    check_pool();
     check_gemm();
     tu_spec spec;
     tu_small_spec(&spec);
