@@ -355,6 +355,33 @@ CO_API co_status co_model_plan_ops(const co_model *model, int batch, const co_sh
  * Statuses: CO_ERR_INVALID_ARGUMENT (NULL stream). */
 CO_API co_status co_stream_set_profile(co_stream *stream, int64_t *ns_per_op);
 
+/* ---- Intra-step threads ----------------------------------------------------------------------
+ * A stream, a multi-stream context or one clip may spread the large matrix products of each step
+ * (convolution taps, Linear, attention projections, Graph matmuls) over n threads: the calling
+ * thread and n - 1 workers of a pool that these calls start (never a step). Each product is split
+ * into blocks of output columns or rows, each computed in the order one thread uses, so results
+ * are bit-identical to 1 thread; products too small to pay stay on the calling thread. Between
+ * steps the workers spin for a fraction of a millisecond, then sleep (no core is kept busy).
+ * The default is 1 thread: no pool, no thread is created. Stepping with a pool allocates nothing.
+ *
+ * co_stream_set_threads / co_multistream_set_threads replace the object's pool by one of
+ * n_threads (its old workers are joined; 1 removes the pool). The pool is owned by the stream or
+ * context and freed with it. Call it while no other call uses that object. Setting it allocates
+ * through the allocator hook. Statuses: CO_ERR_INVALID_ARGUMENT (NULL object, n_threads outside
+ * [1, CO_MAX_THREADS]), CO_ERR_OUT_OF_MEMORY (the pool's memory, or the system refused a thread);
+ * on failure the object keeps its previous thread count. A multi-stream call runs on its context's
+ * threads; the streams' own pools are not used then. */
+#define CO_MAX_THREADS 256
+CO_API co_status co_stream_set_threads(co_stream *stream, int n_threads);
+CO_API int co_stream_threads(const co_stream *stream); /* threads of its steps; 1 for NULL */
+CO_API co_status co_multistream_set_threads(co_multistream *ctx, int n_threads);
+CO_API int co_multistream_threads(const co_multistream *ctx); /* 1 for NULL */
+/* co_forward on n_threads (a pool started and joined inside the call); same results, same
+ * statuses as co_forward, plus CO_ERR_INVALID_ARGUMENT for n_threads outside [1, CO_MAX_THREADS]
+ * and CO_ERR_OUT_OF_MEMORY when a thread cannot be started. */
+CO_API co_status co_forward_threaded(const co_model *model, int n_threads, const co_shape *in, const float *x,
+                                     float *y, size_t y_capacity /* floats */);
+
 #ifdef __cplusplus
 }
 #endif

@@ -91,6 +91,9 @@ _lib = None
 _lib_lock = threading.Lock()
 
 
+_MAX_THREADS = 256  # CO_MAX_THREADS
+
+
 def _bundled_library() -> Optional[str]:
     """The library inside the installed package (libcontinual.so.<major>), or None."""
     found = sorted(glob.glob(os.path.join(_BUNDLED_LIB_DIR, "libcontinual.so*")))
@@ -148,6 +151,11 @@ def _declare(lib):
         "co_multistream_create": (I, [P, I, I, C.POINTER(_Shape), C.POINTER(P)]),
         "co_multistream_free": (None, [P]),
         "co_forward_step_streams": (I, [P, C.POINTER(P), I, C.POINTER(P), C.POINTER(P), C.POINTER(I), I]),
+        "co_stream_set_threads": (I, [P, I]),
+        "co_stream_threads": (I, [P]),
+        "co_multistream_set_threads": (I, [P, I]),
+        "co_multistream_threads": (I, [P]),
+        "co_forward_threaded": (I, [P, I, C.POINTER(_Shape), P, P, SZ]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(lib, name)
@@ -446,12 +454,14 @@ class Model(_Closable):
         _check(self._lib.co_forward_shape(self._handle, C.byref(_shape(clip_shape)), C.byref(out)))
         return _tuple(out)
 
-    def forward(self, clip: ArrayLike, out: Optional[np.ndarray] = None) -> np.ndarray:
+    def forward(self, clip: ArrayLike, out: Optional[np.ndarray] = None, threads: int = 1) -> np.ndarray:
         """The whole clip (B, C, T, *S) at once: what torch.nn gives for it (stateless).
 
         clip: numpy array or torch tensor (dtype policy: module docstring). out: optional float32
         C-contiguous array of shape forward_shape(clip.shape) to write into (returned); else a new
-        array. Error CO_ERR_SHAPE if the clip does not fit the network."""
+        array. threads > 1 runs its large products on that many threads (bit-identical results).
+        Error CO_ERR_SHAPE if the clip does not fit the network."""
+        threads = _c_int(threads, "threads", hi=_MAX_THREADS)
         x = _as_f32(clip, "Model.forward: clip")
         ins = _shape(x.shape)
         outs = _Shape()
@@ -460,22 +470,26 @@ class Model(_Closable):
             y = np.empty(_tuple(outs), dtype=np.float32)
         else:
             y = _out_array(out, _tuple(outs), "Model.forward")
-        st = self._lib.co_forward(self._handle, C.byref(ins), _ptr(x), _ptr(y), y.size)
+        if threads == 1:
+            st = self._lib.co_forward(self._handle, C.byref(ins), _ptr(x), _ptr(y), y.size)
+        else:
+            st = self._lib.co_forward_threaded(self._handle, threads, C.byref(ins), _ptr(x), _ptr(y), y.size)
         _raise_callback_error(self._owner)
         _check(st)
         return y
 
     __call__ = forward
 
-    def stream(self, batch_size: int = 1, frame_shape: Optional[Sequence[int]] = None) -> "Stream":
+    def stream(self, batch_size: int = 1, frame_shape: Optional[Sequence[int]] = None, threads: int = 1) -> "Stream":
         """A new stream (one live sequence, or `batch_size` of them in lockstep) of frame shape
-        (C, *S) (default: the file's)."""
-        return Stream(self, batch_size, frame_shape)
+        (C, *S) (default: the file's); threads > 1 runs each step's large products on that many
+        threads (bit-identical results)."""
+        return Stream(self, batch_size, frame_shape, threads)
 
     def multistream(self, max_streams: int, batch_size: int = 1,
-                    frame_shape: Optional[Sequence[int]] = None) -> "MultiStream":
+                    frame_shape: Optional[Sequence[int]] = None, threads: int = 1) -> "MultiStream":
         """A context stepping up to `max_streams` independent streams (each of `batch_size`) in one call."""
-        return MultiStream(self, max_streams, batch_size, frame_shape)
+        return MultiStream(self, max_streams, batch_size, frame_shape, threads)
 
 
 class Stream(_Closable):
@@ -483,7 +497,8 @@ class Stream(_Closable):
     reference to the model. `input_shape` (B, C, *S) and `output_shape` (B, C', *S') are the
     frame shapes it takes and gives."""
 
-    def __init__(self, model: Model, batch_size: int = 1, frame_shape: Optional[Sequence[int]] = None):
+    def __init__(self, model: Model, batch_size: int = 1, frame_shape: Optional[Sequence[int]] = None,
+                 threads: int = 1):
         self.model = model
         self._lib = model._lib
         self._h = None
@@ -504,6 +519,17 @@ class Stream(_Closable):
         _check(self._lib.co_stream_output_shape(self._h, C.byref(s)))
         self.output_shape: Shape = _tuple(s)
         self.batch_size = int(batch_size)
+        if threads != 1:
+            self.threads = threads
+
+    @property
+    def threads(self):
+        """Threads of each step (co_stream_set_threads); 1 by default. Settable."""
+        return int(self._lib.co_stream_threads(self._handle))
+
+    @threads.setter
+    def threads(self, n):
+        _check(self._lib.co_stream_set_threads(self._handle, _c_int(n, "threads", hi=_MAX_THREADS)))
 
     @property
     def _handle(self):
@@ -644,7 +670,7 @@ class MultiStream(_Closable):
     reference to the model."""
 
     def __init__(self, model: Model, max_streams: int, batch_size: int = 1,
-                 frame_shape: Optional[Sequence[int]] = None):
+                 frame_shape: Optional[Sequence[int]] = None, threads: int = 1):
         self.model = model
         self._lib = model._lib
         self._h = None
@@ -658,6 +684,21 @@ class MultiStream(_Closable):
         self._owner.add_stream()
         self.max_streams = int(max_streams)
         self.batch_size = int(batch_size)
+        if threads != 1:
+            self.threads = threads
+
+    @property
+    def threads(self):
+        """Threads of each call (co_multistream_set_threads); 1 by default. Settable."""
+        if not self._h:
+            raise Error(1, "CO_ERR_INVALID_ARGUMENT", "the context was closed")
+        return int(self._lib.co_multistream_threads(self._h))
+
+    @threads.setter
+    def threads(self, n):
+        if not self._h:
+            raise Error(1, "CO_ERR_INVALID_ARGUMENT", "the context was closed")
+        _check(self._lib.co_multistream_set_threads(self._h, _c_int(n, "threads", hi=_MAX_THREADS)))
 
     def close(self) -> None:
         """Free the context (the streams stay usable on their own)."""

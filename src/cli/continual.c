@@ -2,9 +2,9 @@
  * continual.c — the `continual` command-line tool, written against include/continual.h only.
  *
  *   continual info    MODEL [--batch N] [--frame-shape C,...] [--ops]
- *   continual run     MODEL --input CLIP.npy|- --output OUT.npy|- [--pad-end] [--batch N] [--frame-shape C,...]
- *   continual bench   MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--json]
- *   continual profile MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--json]
+ *   continual run     MODEL --input CLIP.npy|- --output OUT.npy|- [--pad-end] [--batch N] [--frame-shape C,...] [--threads N]
+ *   continual bench   MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--threads N] [--json]
+ *   continual profile MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--threads N] [--json]
  *   continual compare A.npy B.npy [--atol X] [--rtol X]
  *
  * Exit status: 0 success, 1 failure (message on stderr), 2 bad usage.
@@ -33,13 +33,14 @@ static const char k_usage[] =
     "      the module tree (params, receptive field, delay, stride, padding per node), the totals,\n"
     "      and the step plan for the frame shape (output frame, MACs/step, state and arena bytes);\n"
     "      --ops: the plan one op a line (kind, type, path, output frame, MACs, state, scratch)\n"
-    "  run MODEL --input CLIP --output OUT [--pad-end] [--batch N] [--frame-shape C,...]\n"
+    "  run MODEL --input CLIP --output OUT [--pad-end] [--batch N] [--frame-shape C,...] [--threads N]\n"
     "      streams a clip (B, C, T, *S) frame by frame through the network and writes the outputs\n"
     "      that appear as (B, C', T_out, *S'). CLIP/OUT are float32/float64 .npy files, or '-':\n"
     "      raw float32 frames (B, C, *S) on stdin / output frames on stdout (shape from\n"
     "      --frame-shape or the model file, --batch, default 1); each output frame is written and\n"
     "      flushed as soon as it exists. --pad-end flushes the end padding at the end of the input.\n"
-    "  bench MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--json]\n"
+    "      --threads N: each step's large products on N threads (same results; default 1)\n"
+    "  bench MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--threads N] [--json]\n"
     "      times co_forward_step: first step, p10 / p50 / p90 / p99 / max ms per step, steps/s,\n"
     "      threads, kernel backend, peak memory; --json: one JSON object instead of the table\n"
     "  profile MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--json]\n"
@@ -97,6 +98,7 @@ enum {
     OPT_RTOL = 1 << 8,
     OPT_JSON = 1 << 9,
     OPT_OPS = 1 << 10,
+    OPT_THREADS = 1 << 11,
 };
 /* options that take no value */
 #define OPT_FLAGS (OPT_PAD_END | OPT_JSON | OPT_OPS)
@@ -111,8 +113,8 @@ typedef struct options {
     co_shape frame;
     const char *input, *output;
     int pad_end, json, ops;
-    int threads;
     long steps, warmup;
+    int threads; /* --threads: intra-step threads of the stream (co_stream_set_threads) */
     double atol, rtol;
 } options;
 
@@ -171,6 +173,7 @@ static const char *opt_name(unsigned bit)
     case OPT_RTOL: return "--rtol";
     case OPT_JSON: return "--json";
     case OPT_OPS: return "--ops";
+    case OPT_THREADS: return "--threads";
     default: return "?";
     }
 }
@@ -203,7 +206,7 @@ static int parse_options(const char *cmd, int argc, char **argv, int first, unsi
         name[nlen] = 0;
         unsigned bit = 0;
         static const unsigned all[] = {OPT_BATCH, OPT_FRAME, OPT_INPUT, OPT_OUTPUT, OPT_PAD_END,
-                                       OPT_STEPS, OPT_WARMUP, OPT_ATOL, OPT_RTOL, OPT_JSON, OPT_OPS};
+                                       OPT_STEPS, OPT_WARMUP, OPT_ATOL, OPT_RTOL, OPT_JSON, OPT_OPS, OPT_THREADS};
         for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
             if (strcmp(name, opt_name(all[k])) == 0) bit = all[k];
         if (!bit || !(allowed & bit)) return usage_error("%s: unknown option '%s'", cmd, name);
@@ -245,6 +248,11 @@ static int parse_options(const char *cmd, int argc, char **argv, int first, unsi
             break;
         case OPT_RTOL:
             if (parse_double(val, &o->rtol)) return usage_error("%s: --rtol '%s' is not a number >= 0", cmd, val);
+            break;
+        case OPT_THREADS:
+            if (parse_long(val, 1, CO_MAX_THREADS, &v))
+                return usage_error("%s: --threads '%s' is not an integer in [1, %d]", cmd, val, CO_MAX_THREADS);
+            o->threads = (int)v;
             break;
         default: break;
         }
@@ -622,7 +630,8 @@ static int run_clip(const options *o, run_ctx *c, int64_t T, int64_t in_n, int64
 static int cmd_run(int argc, char **argv)
 {
     options o;
-    int rc = parse_options("run", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_INPUT | OPT_OUTPUT | OPT_PAD_END, 1, &o);
+    int rc = parse_options("run", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_INPUT | OPT_OUTPUT | OPT_PAD_END | OPT_THREADS, 1,
+                           &o);
     if (rc) return rc;
     if (!o.input) return usage_error("run: --input CLIP.npy (or -) is required");
     if (!o.output) return usage_error("run: --output OUT.npy (or -) is required");
@@ -676,6 +685,11 @@ static int cmd_run(int argc, char **argv)
     if (st) {
         fail_co(st, "cannot stream frames of shape %s with batch %d through '%s'", fmt_shape(&frame, buf, sizeof buf), batch,
                 o.pos[0]);
+        run_free(&c);
+        return 1;
+    }
+    if ((st = co_stream_set_threads(c.s, o.threads))) {
+        fail_co(st, "cannot run on %d threads", o.threads);
         run_free(&c);
         return 1;
     }
@@ -776,6 +790,7 @@ static int bench_open(const options *o, bench_ctx *b)
     if (pick_frame(b->m, o, &b->frame, o->pos[0])) return 1;
     if ((st = co_stream_create_shaped(b->m, o->batch, &b->frame, &b->s)))
         return fail_co(st, "cannot create a stream of batch %d, frame shape %s", o->batch, fmt_shape(&b->frame, buf, sizeof buf));
+    if ((st = co_stream_set_threads(b->s, o->threads))) return fail_co(st, "cannot step on %d threads", o->threads);
     co_stream_input_shape(b->s, &b->in_shape);
     co_stream_output_shape(b->s, &b->out_shape);
     b->in_n = numel_of(&b->in_shape);
@@ -802,7 +817,7 @@ static co_status bench_step(bench_ctx *b, long i)
 static int cmd_bench(int argc, char **argv)
 {
     options o;
-    int rc = parse_options("bench", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_STEPS | OPT_WARMUP | OPT_JSON, 1, &o);
+    int rc = parse_options("bench", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_STEPS | OPT_WARMUP | OPT_THREADS | OPT_JSON, 1, &o);
     if (rc) return rc;
     bench_ctx b;
     double *times = NULL;
@@ -861,7 +876,7 @@ static int cmd_bench(int argc, char **argv)
         json_string(stdout, co_version_string());
         printf(", \"backend\": ");
         json_string(stdout, co_kernel_backend());
-        printf(", \"threads\": %d, \"batch\": %d, \"input_frame\": ", o.threads, o.batch);
+        printf(", \"threads\": %d, \"batch\": %d, \"input_frame\": ", co_stream_threads(b.s), o.batch);
         json_dims(stdout, &b.in_shape);
         printf(", \"output_frame\": ");
         json_dims(stdout, &b.out_shape);
@@ -877,7 +892,8 @@ static int cmd_bench(int argc, char **argv)
     printf("continual bench  %s\n", o.pos[0]);
     printf("  input frame %s -> output frame %s, %ld steps after %ld warmup\n", fmt_shape(&b.in_shape, buf, sizeof buf),
            fmt_shape(&b.out_shape, buf2, sizeof buf2), o.steps, o.warmup);
-    printf("  library %s, kernels %s, threads %d\n\n", co_version_string(), co_kernel_backend(), o.threads);
+    printf("  library %s, kernels %s, %d thread%s\n\n", co_version_string(), co_kernel_backend(), co_stream_threads(b.s),
+           co_stream_threads(b.s) == 1 ? "" : "s");
     printf("  %-16s %14s\n", "metric", "value");
     printf("  %-16s %14.4f\n", "first step ms", first_ms);
     printf("  %-16s %14.4f\n", "median ms", p50);
@@ -920,7 +936,7 @@ static void print_profile_json(const options *o, const bench_ctx *b, const co_op
     json_string(stdout, co_version_string());
     printf(", \"backend\": ");
     json_string(stdout, co_kernel_backend());
-    printf(", \"threads\": %d, \"batch\": %d, \"input_frame\": ", o->threads, o->batch);
+    printf(", \"threads\": %d, \"batch\": %d, \"input_frame\": ", co_stream_threads(b->s), o->batch);
     json_dims(stdout, &b->in_shape);
     printf(", \"steps\": %ld, \"warmup\": %ld, \"step_ms\": %.6f, \"op_ms\": %.6f, \"ops\": [", o->steps, o->warmup,
            total_ms, (double)sum_ns * 1e-6);
@@ -943,7 +959,7 @@ static void print_profile_json(const options *o, const bench_ctx *b, const co_op
 static int cmd_profile(int argc, char **argv)
 {
     options o;
-    int rc = parse_options("profile", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_STEPS | OPT_WARMUP | OPT_JSON, 1, &o);
+    int rc = parse_options("profile", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_STEPS | OPT_WARMUP | OPT_THREADS | OPT_JSON, 1, &o);
     if (rc) return rc;
     bench_ctx b;
     co_op_info *ops = NULL;
@@ -1012,7 +1028,7 @@ static int cmd_profile(int argc, char **argv)
     printf("continual profile  %s\n", o.pos[0]);
     printf("  input frame %s -> output frame %s, %ld steps after %ld warmup; library %s, kernels %s, threads %d\n\n",
            fmt_shape(&b.in_shape, buf, sizeof buf), fmt_shape(&b.out_shape, buf2, sizeof buf2), o.steps, o.warmup,
-           co_version_string(), co_kernel_backend(), o.threads);
+           co_version_string(), co_kernel_backend(), co_stream_threads(b.s));
     printf("  %4s  %10s %10s %6s %6s  %-*s  %-*s  %-*s  %-22s %12s\n", "op", "total ms", "us/step", "%", "cum %", kw, "kind",
            tw, "type", pw, "path", "output frame", "MACs/step");
     double cum = 0;

@@ -23,6 +23,7 @@
 
 #include "core/inspect.h"
 #include "core/model.h"
+#include "core/threads.h"
 
 #define CO_ALIGN 64
 #define CO_STATE_MAGIC "COSTATE2" /* 2: the executor tail (seen flags, last inputs) */
@@ -47,6 +48,7 @@ struct co_stream {
     float *scratch, *fill_zero, *fill_neginf;
     int64_t macs;
     int64_t *profile_ns; /* per op, caller-owned (co_stream_set_profile); NULL: off */
+    co_threads threads; /* co_stream_set_threads; none by default */
 };
 
 typedef struct state_header {
@@ -246,6 +248,7 @@ co_status co_stream_create(const co_model *m, int batch, co_stream **out)
 void co_stream_free(co_stream *s)
 {
     if (!s) return;
+    co_threads_clear(&s->threads);
     co_ops_release(s->m->ops, s->m->n_ops, s->rt);
     co_free(s->arena_raw);
     co_free(s);
@@ -373,8 +376,10 @@ co_status co_forward_step(co_stream *s, const float *x, float *y, int *has_outpu
         memcpy(s->shadow, s->state, s->state_bytes);
         state = s->shadow;
     }
+    co_pool *const outer = co_pool_enter(s->threads.pool);
     begin_tick(s, x);
     run_tick(s, state, 0);
+    co_pool_leave(outer);
     const int out = s->m->out_value;
     *has_output = s->valid[out];
     if (*has_output) memcpy(y, s->vptr[out], (size_t)s->vnumel[out] * sizeof(float));
@@ -447,6 +452,7 @@ co_status co_forward_steps(co_stream *s, const float *x, int64_t t, float *y, in
         memcpy(s->shadow, s->state, s->state_bytes);
         state = s->shadow;
     }
+    co_pool *const outer = co_pool_enter(s->threads.pool);
     const int out = m->out_value;
     const int64_t rows = s->in_shape.d[0] * s->in_shape.d[1], S = s->vnumel[0] / rows;
     int64_t n = 0;
@@ -465,6 +471,7 @@ co_status co_forward_steps(co_stream *s, const float *x, int64_t t, float *y, in
         n = drain(s, state, y, y_frames, n);
     }
     compact_output(s, y, y_frames, n);
+    co_pool_leave(outer);
     *t_out = n;
     s->vptr[0] = s->vbuf[0];
     return CO_OK;
@@ -571,6 +578,7 @@ struct co_multistream {
     float **outs;
     int *produced;
     const co_stream **sorted; /* duplicate check */
+    co_threads threads;       /* co_multistream_set_threads; none by default */
 };
 
 co_status co_multistream_create(const co_model *m, int max_streams, int batch, const co_shape *frame_shape,
@@ -670,6 +678,7 @@ done:
 void co_multistream_free(co_multistream *c)
 {
     if (!c) return;
+    co_threads_clear(&c->threads);
     co_free(c->scratch_raw);
     co_free(c);
 }
@@ -739,6 +748,7 @@ co_status co_forward_step_streams(co_multistream *c, co_stream *const *streams, 
             return co_error(CO_ERR_INVALID_ARGUMENT, "co_forward_step_streams: a stream appears twice");
 
     const co_model *m = c->m;
+    co_pool *const outer = co_pool_enter(c->threads.pool);
     for (int i = 0; i < n; i++) {
         co_stream *s = streams[i];
         c->base[i] = s->state;
@@ -790,5 +800,23 @@ co_status co_forward_step_streams(co_multistream *c, co_stream *const *streams, 
         if (has_output[i]) memcpy(y[i], s->vptr[out], (size_t)s->vnumel[out] * sizeof(float));
         s->vptr[0] = s->vbuf[0]; /* never keep the caller's pointer */
     }
+    co_pool_leave(outer);
     return CO_OK;
 }
+
+/* ---- intra-step threads (continual.h; the pool: core/threads.h) ---- */
+co_status co_stream_set_threads(co_stream *s, int n_threads)
+{
+    if (!s) return co_error(CO_ERR_INVALID_ARGUMENT, "co_stream_set_threads: NULL stream");
+    return co_threads_set(&s->threads, n_threads, "co_stream_set_threads");
+}
+
+int co_stream_threads(const co_stream *s) { return s ? co_pool_threads(s->threads.pool) : 1; }
+
+co_status co_multistream_set_threads(co_multistream *c, int n_threads)
+{
+    if (!c) return co_error(CO_ERR_INVALID_ARGUMENT, "co_multistream_set_threads: NULL context");
+    return co_threads_set(&c->threads, n_threads, "co_multistream_set_threads");
+}
+
+int co_multistream_threads(const co_multistream *c) { return c ? co_pool_threads(c->threads.pool) : 1; }

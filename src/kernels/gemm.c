@@ -10,6 +10,7 @@
 
 #include "kernels/cpu.h"
 #include "kernels/gemm_impl.h"
+#include "kernels/threadpool.h"
 
 #ifdef CO_HAVE_CBLAS
 #include <cblas.h>
@@ -132,9 +133,9 @@ static void portable_packed(int64_t M, int64_t N, int64_t K, const float *A, int
 
 #endif /* !CO_HAVE_CBLAS */
 
-/* ---- the two products ---- */
-void co_gemm_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
-                float beta, float *C, int64_t ldc)
+/* ---- the two products, on the calling thread ---- */
+static void gemm_nn_serial(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+                           float beta, float *C, int64_t ldc)
 {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
@@ -158,8 +159,8 @@ void co_gemm_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, co
 #endif
 }
 
-void co_gemm_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
-                float beta, float *C, int64_t ldc)
+static void gemm_nt_serial(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+                           float beta, float *C, int64_t ldc)
 {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
@@ -238,6 +239,130 @@ void co_gemm_pack_b(int trans, int64_t K, int64_t N, const float *B, int64_t ldb
     }
 }
 
+/* C = beta C + A Bp for the panels at Bp (packed for kernel set `isa`), M, N, K > 0. */
+static void gemm_packed_serial(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, int isa, const float *Bp,
+                               float beta, float *C, int64_t ldc)
+{
+#ifdef CO_HAVE_CBLAS
+    (void)isa;
+    if (M == 1)
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)K, (int)N, 1.0f, Bp, (int)N, A, 1, beta, C, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, Bp, (int)N,
+                    beta, C, (int)ldc);
+#else
+    switch (isa) {
+#if defined(CO_GEMM_X86)
+    case CO_ISA_AVX512: co_gemm_avx512_packed(M, N, K, A, lda, Bp, beta, C, ldc); return;
+    case CO_ISA_AVX2: co_gemm_avx2_packed(M, N, K, A, lda, Bp, beta, C, ldc); return;
+#endif
+    default: portable_packed(M, N, K, A, lda, Bp, beta, C, ldc); return;
+    }
+#endif
+}
+
+/* ---- one product split across the calling thread's pool (kernels/threadpool.h) ----
+ * Each task computes a block of columns of C (or, where the columns are too few, a block of rows)
+ * with the serial kernel. Every kernel's summation order for one element of C depends only on K
+ * (the FMA chain along k, the 256-deep K blocks), never on where the element's block starts, so
+ * a split product is bit-identical to the serial one. Two splits would break that and are not
+ * made: nt by rows (M <= 8 selects the dot-product kernel, so a row block of <= 8 rows would sum
+ * in another order), and packed B anywhere but at a panel edge. OpenBLAS products stay whole.
+ * Products below GEMM_PARALLEL_MIN_MACS run on the calling thread: waking a worker costs more. */
+enum {
+    GEMM_SPLIT_COLS = 32, /* a multiple of every panel width (32, 16) */
+    GEMM_SPLIT_ROWS = 8,  /* a row tile of the widest kernel */
+    GEMM_TASKS_PER_THREAD = 4 /* so that a preempted worker delays little: the others take its share */
+};
+#define GEMM_PARALLEL_MIN_MACS 65536.0 /* ~1-3 us of one core: more than a wake-up costs */
+#define GEMM_TASK_MIN_MACS 16384.0
+
+typedef enum gemm_kind { GEMM_NN, GEMM_NT, GEMM_PACKED } gemm_kind;
+
+typedef struct gemm_split {
+    gemm_kind kind;
+    int by_rows, isa;
+    int64_t M, N, K, lda, ldb, ldc, step; /* step: rows or columns per task */
+    const float *A, *B;                   /* B: the matrix, or the first packed panel */
+    float beta;
+    float *C;
+} gemm_split;
+
+static void gemm_task(void *ctx, int task)
+{
+    const gemm_split *g = ctx;
+    const int64_t lo = (int64_t)task * g->step, extent = g->by_rows ? g->M : g->N;
+    const int64_t n = extent - lo < g->step ? extent - lo : g->step;
+    if (g->by_rows) {
+        const float *A = g->A + lo * g->lda;
+        float *C = g->C + lo * g->ldc;
+        if (g->kind == GEMM_NN) gemm_nn_serial(n, g->N, g->K, A, g->lda, g->B, g->ldb, g->beta, C, g->ldc);
+        else gemm_packed_serial(n, g->N, g->K, A, g->lda, g->isa, g->B, g->beta, C, g->ldc);
+        return;
+    }
+    float *C = g->C + lo;
+    switch (g->kind) {
+    case GEMM_NN: gemm_nn_serial(g->M, n, g->K, g->A, g->lda, g->B + lo, g->ldb, g->beta, C, g->ldc); return;
+    case GEMM_NT: gemm_nt_serial(g->M, n, g->K, g->A, g->lda, g->B + lo * g->ldb, g->ldb, g->beta, C, g->ldc); return;
+    case GEMM_PACKED: /* panels of K x nr, nr dividing GEMM_SPLIT_COLS: panel lo / nr starts at (lo / nr) K nr = lo K */
+        gemm_packed_serial(g->M, n, g->K, g->A, g->lda, g->isa, g->B + lo * g->K, g->beta, C, g->ldc);
+        return;
+    }
+}
+
+/* Fills g's split and returns its number of tasks; 1 or less: run serially. */
+static int plan_split(const co_pool *pool, gemm_split *g)
+{
+#ifdef CO_HAVE_CBLAS
+    (void)pool;
+    (void)g;
+    return 1;
+#else
+    const int threads = co_pool_threads(pool);
+    if (threads < 2) return 1;
+    const double macs = (double)g->M * (double)g->N * (double)g->K;
+    if (macs < GEMM_PARALLEL_MIN_MACS) return 1;
+    const int64_t col_units = (g->N + GEMM_SPLIT_COLS - 1) / GEMM_SPLIT_COLS;
+    const int64_t row_units = g->kind == GEMM_NT ? 0 : (g->M + GEMM_SPLIT_ROWS - 1) / GEMM_SPLIT_ROWS;
+    g->by_rows = row_units > col_units;
+    const int64_t units = g->by_rows ? row_units : col_units;
+    int64_t tasks = (int64_t)threads * GEMM_TASKS_PER_THREAD;
+    if (tasks > units) tasks = units;
+    if ((double)tasks > macs / GEMM_TASK_MIN_MACS) tasks = (int64_t)(macs / GEMM_TASK_MIN_MACS);
+    if (tasks < 2) return 1;
+    const int64_t per_task = (units + tasks - 1) / tasks;
+    g->step = per_task * (g->by_rows ? GEMM_SPLIT_ROWS : GEMM_SPLIT_COLS);
+    return (int)((units + per_task - 1) / per_task);
+#endif
+}
+
+/* Runs g split over the current pool when that pays; returns 0 when the caller must run it whole. */
+static int run_split(gemm_split *g)
+{
+    co_pool *pool = co_pool_current();
+    if (!pool) return 0;
+    const int tasks = plan_split(pool, g);
+    if (tasks < 2) return 0;
+    co_pool_run(pool, tasks, gemm_task, g);
+    return 1;
+}
+
+void co_gemm_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                float *C, int64_t ldc)
+{
+    gemm_split g = {GEMM_NN, 0, 0, M, N, K, lda, ldb, ldc, 0, A, B, beta, C};
+    if (M > 0 && N > 0 && K > 0 && run_split(&g)) return;
+    gemm_nn_serial(M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
+void co_gemm_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                float *C, int64_t ldc)
+{
+    gemm_split g = {GEMM_NT, 0, 0, M, N, K, lda, ldb, ldc, 0, A, B, beta, C};
+    if (M > 0 && N > 0 && K > 0 && run_split(&g)) return;
+    gemm_nt_serial(M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
 void co_gemm_packed(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *packed, float beta,
                     float *C, int64_t ldc)
 {
@@ -248,21 +373,7 @@ void co_gemm_packed(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda
     }
     pack_header h;
     memcpy(&h, packed, sizeof h);
-    const float *Bp = pack_data(packed);
-#ifdef CO_HAVE_CBLAS
-    (void)h;
-    if (M == 1)
-        cblas_sgemv(CblasRowMajor, CblasTrans, (int)K, (int)N, 1.0f, Bp, (int)N, A, 1, beta, C, 1);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, Bp, (int)N,
-                    beta, C, (int)ldc);
-#else
-    switch (h.isa) {
-#if defined(CO_GEMM_X86)
-    case CO_ISA_AVX512: co_gemm_avx512_packed(M, N, K, A, lda, Bp, beta, C, ldc); return;
-    case CO_ISA_AVX2: co_gemm_avx2_packed(M, N, K, A, lda, Bp, beta, C, ldc); return;
-#endif
-    default: portable_packed(M, N, K, A, lda, Bp, beta, C, ldc); return;
-    }
-#endif
+    gemm_split g = {GEMM_PACKED, 0, h.isa, M, N, K, lda, 0, ldc, 0, A, pack_data(packed), beta, C};
+    if (run_split(&g)) return;
+    gemm_packed_serial(M, N, K, A, lda, h.isa, g.B, beta, C, ldc);
 }

@@ -2,7 +2,8 @@
  * test_noalloc.c — stepping allocates nothing. A counting allocator is installed with
  * co_set_allocator before loading; after the model and the stream exist, the counter must not
  * move across co_forward_step, co_forward_steps (pad_end 0/1, update_state 0/1),
- * co_stream_clean, co_stream_save and co_stream_restore. Also: everything the library
+ * co_stream_clean, co_stream_save and co_stream_restore, on 1 thread and on 3 (co_stream_set_threads:
+ * the pool is made before, stepping with it allocates nothing). Also: everything the library
  * allocated is freed again (allocations == frees at the end).
  *
  * usage: test_noalloc [MODEL.safetensors ...]   (plus two models generated here)
@@ -35,11 +36,12 @@ static void count_free(void *ptr, void *user)
     free(ptr);
 }
 
-static void check_model(const char *what, co_model *m, counter *c)
+static void check_model(const char *what, co_model *m, counter *c, int threads)
 {
     co_stream *s = NULL;
     TU_STATUS(co_stream_create(m, 2, &s), CO_OK, what);
     if (!s) return;
+    TU_STATUS(co_stream_set_threads(s, threads), CO_OK, what);
     co_shape in, out;
     co_stream_input_shape(s, &in);
     co_stream_output_shape(s, &out);
@@ -80,7 +82,8 @@ static void check_model(const char *what, co_model *m, counter *c)
         (void)co_steps_max_output(s, T, 1);
         (void)co_stream_state_size(s);
     }
-    TU_CHECK(c->allocs == before, "%s: %ld allocation(s) while stepping", what, c->allocs - before);
+    TU_CHECK(c->allocs == before, "%s: %ld allocation(s) while stepping on %d thread(s)", what, c->allocs - before,
+             threads);
     co_stream_free(s);
     free(x);
     free(y);
@@ -109,7 +112,8 @@ int main(int argc, char **argv)
         }
         if (!m) continue;
         TU_CHECK(c.allocs > 0, "%s: the counting allocator saw no allocation (hook not used?)", what);
-        check_model(what, m, &c);
+        check_model(what, m, &c, 1);
+        check_model(what, m, &c, 3);
         co_model_free(m);
         TU_CHECK(c.live == 0, "%s: %ld allocation(s) not freed (%ld allocs, %ld frees)", what, c.live, c.allocs, c.frees);
         printf("%s: %ld allocations at load/create, all freed\n", what, c.allocs);

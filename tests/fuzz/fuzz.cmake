@@ -8,7 +8,7 @@ target_include_directories(continual_fuzzlib PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/
 target_compile_definitions(continual_fuzzlib PRIVATE ${CO_BLAS_DEFS})
 target_compile_options(continual_fuzzlib PRIVATE ${CO_WARN}
   -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g)
-target_link_libraries(continual_fuzzlib PUBLIC PkgConfig::CJSON m ${CO_BLAS_LIBS})
+target_link_libraries(continual_fuzzlib PUBLIC PkgConfig::CJSON m Threads::Threads ${CO_BLAS_LIBS})
 foreach(t load restore step npy nets)
   add_executable(fuzz_${t} tests/fuzz/fuzz_${t}.c)
   target_compile_options(fuzz_${t} PRIVATE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g)
