@@ -892,8 +892,7 @@ static int cmd_bench(int argc, char **argv)
     printf("continual bench  %s\n", o.pos[0]);
     printf("  input frame %s -> output frame %s, %ld steps after %ld warmup\n", fmt_shape(&b.in_shape, buf, sizeof buf),
            fmt_shape(&b.out_shape, buf2, sizeof buf2), o.steps, o.warmup);
-    printf("  library %s, kernels %s, %d thread%s\n\n", co_version_string(), co_kernel_backend(), co_stream_threads(b.s),
-           co_stream_threads(b.s) == 1 ? "" : "s");
+    printf("  library %s, kernels %s, threads %d\n\n", co_version_string(), co_kernel_backend(), co_stream_threads(b.s));
     printf("  %-16s %14s\n", "metric", "value");
     printf("  %-16s %14.4f\n", "first step ms", first_ms);
     printf("  %-16s %14.4f\n", "median ms", p50);
