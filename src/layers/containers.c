@@ -159,10 +159,43 @@ static void reduce_run(const co_op *op, const co_oprt *rt, const float *const *i
         }
         return;
     }
-    for (int64_t i = 0; i < n; i++) {
-        float acc = in[0][bcast_index(&rt->out, rt->aux[1], i)];
-        for (int k = 1; k < op->n_in; k++) acc = combine(p->kind, acc, in[k][bcast_index(&rt->out, rt->aux[1 + k], i)]);
-        out[i] = acc;
+    /* Broadcasting in runs: the longest trailing block of dims along which every input is either
+     * contiguous or one repeated value (a size-1 output dim fits both), so the index arithmetic
+     * is done once per run; the same combinations in the same order as element by element. */
+    const co_tshape *o = &rt->out;
+    int64_t run = 1;
+    int repeats[8] = {0}, fixed[8] = {0};
+    for (int i = o->ndim - 1; i >= 0; i--) {
+        int fits = 1;
+        for (int k = 0; k < op->n_in && fits; k++) {
+            const int bc = (int)((rt->aux[1 + k] >> i) & 1);
+            if (o->d[i] == 1) continue;
+            if (fixed[k] && repeats[k] != bc) fits = 0;
+        }
+        if (!fits) break;
+        for (int k = 0; k < op->n_in; k++)
+            if (o->d[i] != 1 && !fixed[k]) {
+                repeats[k] = (int)((rt->aux[1 + k] >> i) & 1);
+                fixed[k] = 1;
+            }
+        run *= o->d[i];
+    }
+    for (int64_t i0 = 0; i0 < n; i0 += run) {
+        float *y = out + i0;
+        const float *x0 = in[0] + bcast_index(o, rt->aux[1], i0);
+        if (repeats[0])
+            for (int64_t r = 0; r < run; r++) y[r] = x0[0];
+        else
+            memcpy(y, x0, (size_t)run * sizeof(float));
+        for (int k = 1; k < op->n_in; k++) {
+            const float *x = in[k] + bcast_index(o, rt->aux[1 + k], i0);
+            const int64_t step = repeats[k] ? 0 : 1;
+            switch (p->kind) {
+            case R_MUL: for (int64_t r = 0; r < run; r++) y[r] *= x[r * step]; break;
+            case R_MAX: for (int64_t r = 0; r < run; r++) y[r] = combine(R_MAX, y[r], x[r * step]); break;
+            default: for (int64_t r = 0; r < run; r++) y[r] += x[r * step]; break;
+            }
+        }
     }
 }
 
