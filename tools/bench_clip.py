@@ -2,8 +2,9 @@
 """Times `forward` over a whole clip in continual-c (co_forward through the ctypes binding) and in
 torch (the same network's forward: the reference `continual` modules, which run torch.nn's
 convolutions on the clip), on the same machine, in the same run, both at 1 thread, and prints a
-table of the fastest call per network (rounds interleave the two sides; on a shared machine the
-fastest call is the one that was not preempted). Not run in CI.
+table of the fastest call per network, in wall-clock and in CPU seconds of the process (rounds
+interleave the two sides; on a shared machine the fastest call is the one that was not preempted,
+and the CPU time is the steadier figure: both sides run one thread). Not run in CI.
 
     /usr/bin/python3 tools/bench_clip.py [--rounds N] [--frames T] [--size S] [--only NAME ...]
 
@@ -97,30 +98,30 @@ def main():
         for name, net, path, shape in nets:
             x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
             loaded.append((name, net, continual_c.load(path), x, x.numpy().copy()))
-        best = {name: [float("inf"), float("inf")] for name, *_ in loaded}
+        best = {name: [float("inf")] * 4 for name, *_ in loaded}  # wall C, wall torch, cpu C, cpu torch
         diff = {}
         for _ in range(args.rounds):
             for name, net, model, x, xn in loaded:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 y_c = model.forward(xn)
-                t1 = time.perf_counter()
+                t1, c1 = time.perf_counter(), time.process_time()
                 with torch.no_grad():
                     y_t = net(x)
-                t2 = time.perf_counter()
-                best[name][0] = min(best[name][0], t1 - t0)
-                best[name][1] = min(best[name][1], t2 - t1)
+                t2, c2 = time.perf_counter(), time.process_time()
+                for i, v in enumerate((t1 - t0, t2 - t1, c1 - c0, c2 - c1)):
+                    best[name][i] = min(best[name][i], v)
                 y_t = y_t.numpy()
                 if y_t.shape != y_c.shape:
                     diff[name] = "shapes %s vs %s" % (y_c.shape, y_t.shape)
                 else:
                     diff[name] = "%.1e" % (np.abs(y_c - y_t).max() / max(np.abs(y_t).max(), 1e-30))
         for name, *_ in loaded:
-            c, t = best[name]
-            rows.append((name, c, t, t / c, diff[name]))
-    print("| network | continual-c forward (s) | torch forward (s) | torch / continual-c | max rel diff |")
-    print("|---|--:|--:|--:|--:|")
-    for name, c, t, r, d in rows:
-        print("| %s | %.3f | %.3f | %.2f | %s |" % (name, c, t, r, d))
+            rows.append((name, *best[name], diff[name]))
+    print("| network | continual-c wall (s) | torch wall (s) | continual-c CPU (s) | torch CPU (s) "
+          "| torch / continual-c (CPU) | max rel diff |")
+    print("|---|--:|--:|--:|--:|--:|--:|")
+    for name, wc, wt, cc, ct, d in rows:
+        print("| %s | %.3f | %.3f | %.3f | %.3f | %.2f | %s |" % (name, wc, wt, cc, ct, ct / cc, d))
     print("\n1 thread each (OMP_NUM_THREADS=1, torch.set_num_threads(1)); fastest of %d interleaved rounds" % args.rounds)
 
 

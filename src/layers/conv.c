@@ -42,7 +42,7 @@ enum { A_H, A_W, A_HO, A_WO, A_SO, A_DIRECT };
  * built at most twice). Depthwise: output channels per input channel up to which the tap kernel is
  * used instead of a product (more outputs per input make the product the faster). Tap kernel
  * calls take at most CONV_DW_TAPS taps at once. */
-enum { CONV_CLIP_COLUMN_FLOATS = 1 << 22, CONV_DW_MAX_MULTIPLIER = 4, CONV_DW_TAPS = 64 };
+enum { CONV_CLIP_COLUMN_FLOATS = 1 << 18, CONV_DW_MAX_MULTIPLIER = 4, CONV_DW_TAPS = 64 };
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -56,11 +56,12 @@ static void inside_columns(int64_t W, int64_t Wo, int64_t stride, int64_t off, i
     if (*hi > Wo - 1) *hi = Wo - 1;
 }
 
-/* ---- im2col of one group of one frame: (kcol x So), rows `ldcol` apart ---- */
-static void im2col_ld(const conv_params *p, const co_oprt *rt, const float *src, int64_t chan_stride, int64_t cin_g,
-                      float *col, int64_t ldcol)
+/* ---- im2col of one group of one frame, output rows [oh0, oh1): (kcol x (oh1 - oh0) Wo), rows
+ * `ldcol` apart ---- */
+static void im2col_rows(const conv_params *p, const co_oprt *rt, const float *src, int64_t chan_stride, int64_t cin_g,
+                        int64_t oh0, int64_t oh1, float *col, int64_t ldcol)
 {
-    const int64_t H = rt->aux[A_H], W = rt->aux[A_W], Ho = rt->aux[A_HO], Wo = rt->aux[A_WO];
+    const int64_t H = rt->aux[A_H], W = rt->aux[A_W], Wo = rt->aux[A_WO];
     int64_t row = 0;
     for (int64_t c = 0; c < cin_g; c++) {
         const float *plane = src + c * chan_stride;
@@ -70,8 +71,8 @@ static void im2col_ld(const conv_params *p, const co_oprt *rt, const float *src,
                 const int64_t off = kw * p->ds[1] - p->ps[1];
                 int64_t lo, hi;
                 inside_columns(W, Wo, p->ss[1], off, &lo, &hi);
-                for (int64_t oh = 0; oh < Ho; oh++) {
-                    float *d = dst + oh * Wo;
+                for (int64_t oh = oh0; oh < oh1; oh++) {
+                    float *d = dst + (oh - oh0) * Wo;
                     int64_t ih = oh * p->ss[0] - p->ps[0] + kh * p->ds[0];
                     if (ih < 0 || ih >= H) {
                         if (!p->replicate_pad) {
@@ -93,6 +94,12 @@ static void im2col_ld(const conv_params *p, const co_oprt *rt, const float *src,
                 }
             }
     }
+}
+
+static void im2col_ld(const conv_params *p, const co_oprt *rt, const float *src, int64_t chan_stride, int64_t cin_g,
+                      float *col, int64_t ldcol)
+{
+    im2col_rows(p, rt, src, chan_stride, cin_g, 0, rt->aux[A_HO], col, ldcol);
 }
 
 /* ---- depthwise: one input channel per group, few outputs per group ----
@@ -391,9 +398,17 @@ static int64_t conv_clip_tile(const conv_params *p, const co_oprt *rt, int64_t T
 {
     const int64_t per_frame = conv_clip_frame_columns(p, rt);
     if (!per_frame) return To;
-    int64_t tile = CONV_CLIP_COLUMN_FLOATS / per_frame - (p->st == 1 ? p->kt - 1 : 0);
-    tile = max64(tile, max64(1, p->kt - 1));
-    return min64(tile, To);
+    const int64_t tile = CONV_CLIP_COLUMN_FLOATS / per_frame - (p->st == 1 ? p->kt - 1 : 0);
+    return min64(max64(tile, 1), To);
+}
+
+/* Output rows per tile at temporal stride 1: all of a frame, or (frames whose columns exceed
+ * the budget) as many rows as fit, one output frame per tile. */
+static int64_t conv_clip_rows(const conv_params *p, const co_oprt *rt)
+{
+    const int64_t Ho = rt->aux[A_HO], per_row = p->kcol * rt->aux[A_WO];
+    if (p->st != 1 || rt->aux[A_DIRECT] || per_row * Ho * p->kt <= CONV_CLIP_COLUMN_FLOATS) return Ho;
+    return min64(Ho, max64(1, CONV_CLIP_COLUMN_FLOATS / (per_row * p->kt)));
 }
 
 static size_t conv_clip_scratch(const conv_params *p, const co_oprt *rt, int64_t T, int64_t To)
@@ -402,8 +417,9 @@ static size_t conv_clip_scratch(const conv_params *p, const co_oprt *rt, int64_t
         const dw_geom g = dw_geometry(p, rt);
         return (size_t)(T * dw_plane_floats(&g));
     }
-    const int64_t tile = conv_clip_tile(p, rt, To);
-    return (size_t)(conv_clip_frame_columns(p, rt) * (tile + (p->st == 1 ? p->kt - 1 : 0)));
+    const int64_t tile = conv_clip_tile(p, rt, To), rows = conv_clip_rows(p, rt);
+    const int64_t per_frame = conv_clip_frame_columns(p, rt) / rt->aux[A_HO] * rows;
+    return (size_t)(per_frame * (tile + (p->st == 1 ? p->kt - 1 : 0)));
 }
 
 static co_status conv_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
@@ -662,23 +678,23 @@ static void conv_clip_gemm(const conv_params *p, const co_oprt *rt, int64_t B, i
                                        T * S, 1.0f, og + lo * So, ldc);
                     }
                 } else if (p->st == 1) { /* the tile's input frames once; tap j reads them from lo - pt + j */
-                    const int64_t f_lo = o0 - p->pt, slots = o1 - o0 + kt - 1, ldb = slots * So;
-                    for (int64_t s = 0; s < slots; s++) {
-                        const int64_t f = f_lo + s;
-                        if ((f < 0 || f >= T) && !p->replicate_pad) continue; /* never read */
-                        const float *src = xg + (f < 0 ? 0 : f >= T ? T - 1 : f) * S;
-                        if (direct)
-                            for (int64_t c = 0; c < cin_g; c++)
-                                memcpy(scratch + c * ldb + s * So, src + c * T * S, (size_t)So * sizeof(float));
-                        else
-                            im2col_ld(p, rt, src, T * S, cin_g, scratch + s * So, ldb);
-                    }
-                    for (int64_t j = 0; j < kt; j++) {
-                        int64_t lo, hi;
-                        conv_tap_outputs(p, T, j, o0, o1, &lo, &hi);
-                        if (hi > lo)
-                            co_gemm_nn(cout_g, (hi - lo) * So, lda, wg + j * p->cout * lda, lda,
-                                       scratch + (lo - p->pt + j - f_lo) * So, ldb, 1.0f, og + lo * So, ldc);
+                    const int64_t f_lo = o0 - p->pt, slots = o1 - o0 + kt - 1, Ho = rt->aux[A_HO], Wo = rt->aux[A_WO];
+                    const int64_t rows = conv_clip_rows(p, rt); /* < Ho: one output frame per tile */
+                    for (int64_t r0 = 0; r0 < Ho; r0 += rows) {
+                        const int64_t r1 = min64(Ho, r0 + rows), nloc = (r1 - r0) * Wo, ldb = slots * nloc;
+                        for (int64_t s = 0; s < slots; s++) {
+                            const int64_t f = f_lo + s;
+                            if ((f < 0 || f >= T) && !p->replicate_pad) continue; /* never read */
+                            const float *src = xg + (f < 0 ? 0 : f >= T ? T - 1 : f) * S;
+                            im2col_rows(p, rt, src, T * S, cin_g, r0, r1, scratch + s * nloc, ldb);
+                        }
+                        for (int64_t j = 0; j < kt; j++) {
+                            int64_t lo, hi;
+                            conv_tap_outputs(p, T, j, o0, o1, &lo, &hi);
+                            if (hi > lo)
+                                co_gemm_nn(cout_g, (hi - lo) * nloc, lda, wg + j * p->cout * lda, lda,
+                                           scratch + (lo - p->pt + j - f_lo) * nloc, ldb, 1.0f, og + lo * So + r0 * Wo, ldc);
+                        }
                     }
                 } else { /* temporal stride: tap j's frames gathered per tap */
                     for (int64_t j = 0; j < kt; j++) {

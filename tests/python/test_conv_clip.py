@@ -81,7 +81,8 @@ def test_conv3d_clip_paths(tmp_path, cfg):
 
 @pytest.mark.parametrize("cfg", [dict(s=1), dict(s=2), dict(s=1, mode="replicate")], ids=["s1", "s2", "replicate"])
 def test_conv3d_clip_several_tiles(tmp_path, cfg):
-    """Frames of 8 x 9 x 41 x 43 columns (127 K floats; a tile holds 4 M): 70 frames take several tiles."""
+    """Frames of 8 x 9 x 41 x 43 columns (127 K floats; a tile holds 256 K): at stride 1 a frame's
+    rows take two tiles, at stride 2 a tile holds two frames."""
     seed(14)
     conv = nn.Conv3d(8, 5, 3, stride=(cfg["s"], 1, 1), padding=1, padding_mode=cfg.get("mode", "zeros"))
     x = torch.randn(1, 8, 70, 41, 43)
