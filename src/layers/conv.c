@@ -5,18 +5,22 @@
  * arrives, its spatial convolution with temporal tap j is added to the window that will end at
  * step n + (k-1-j). The window ending now is complete: it is emitted (plus bias) if the phase
  * says this step has an output, then cleared for reuse. That is k frames of state instead of
- * the reference's (k-1)^2 partial products, and one GEMM per tap.
+ * the reference's (k-1)^2 partial products, and one GEMM for all taps.
  *
  * Start padding is the initial content of the ring: zeros, or (temporal_fill = replicate) the
  * contributions of k-1 virtual copies of the first frame. End padding is done by the executor,
  * which feeds `padding` fill frames when flushing.
  *
- * Clip mode is torch.nn's convolution: the same per-frame tap products, scattered into the
- * output frames they belong to, with temporal zero or replicate padding per padding_mode.
+ * Clip mode is torch.nn's convolution over the whole clip (docs/kernels.md, "The clip path"):
+ * per temporal tap one product of the tap's weights with the columns of every output frame it
+ * feeds (im2col of a tile of frames, or the clip itself for 1x1 kernels), accumulated onto the
+ * bias; temporal zero or replicate padding per padding_mode. Depthwise convolutions (one input
+ * channel per group) use the tap kernel of kernels/conv_dw.h in both modes.
  */
 #include <string.h>
 
 #include "core/build.h"
+#include "kernels/conv_dw.h"
 #include "kernels/gemm.h"
 
 typedef struct conv_params {
@@ -33,118 +37,226 @@ typedef struct conv_params {
 /* rt->aux layout */
 enum { A_H, A_W, A_HO, A_WO, A_SO, A_DIRECT };
 
-/* ---- im2col of one group of one frame: (kcol x So), rows `ldcol` apart ---- */
-static void im2col_ld(const conv_params *p, const co_oprt *rt, const float *src, int64_t chan_stride, int64_t cin_g,
-                      float *col, int64_t ldcol)
+/* Clip mode: floats of im2col columns per tile of output frames (bounds the scratch; a tile has
+ * at least kt - 1 output frames, so that at temporal stride 1 the frames its taps share are
+ * built at most twice). Depthwise: output channels per input channel up to which the tap kernel is
+ * used instead of a product (more outputs per input make the product the faster). Tap kernel
+ * calls take at most CONV_DW_TAPS taps at once. */
+enum { CONV_CLIP_COLUMN_FLOATS = 1 << 18, CONV_DW_MAX_MULTIPLIER = 4, CONV_DW_TAPS = 64 };
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* The input columns [lo, hi] of an output row whose input column is ow * stride + off lie inside
+ * the row of W columns (lo > hi: none). Columns left of lo are before the row, right of hi after. */
+static void inside_columns(int64_t W, int64_t Wo, int64_t stride, int64_t off, int64_t *lo, int64_t *hi)
 {
-    const int64_t H = rt->aux[A_H], W = rt->aux[A_W], Ho = rt->aux[A_HO], Wo = rt->aux[A_WO];
+    *lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    *hi = W - 1 - off < 0 ? -1 : (W - 1 - off) / stride;
+    if (*hi > Wo - 1) *hi = Wo - 1;
+}
+
+/* ---- im2col of one group of one frame, output rows [oh0, oh1): (kcol x (oh1 - oh0) Wo), rows
+ * `ldcol` apart ---- */
+static void im2col_rows(const conv_params *p, const co_oprt *rt, const float *src, int64_t chan_stride, int64_t cin_g,
+                        int64_t oh0, int64_t oh1, float *col, int64_t ldcol)
+{
+    const int64_t H = rt->aux[A_H], W = rt->aux[A_W], Wo = rt->aux[A_WO];
     int64_t row = 0;
     for (int64_t c = 0; c < cin_g; c++) {
         const float *plane = src + c * chan_stride;
         for (int64_t kh = 0; kh < p->ks[0]; kh++)
             for (int64_t kw = 0; kw < p->ks[1]; kw++, row++) {
                 float *dst = col + row * ldcol;
-                for (int64_t oh = 0; oh < Ho; oh++) {
+                const int64_t off = kw * p->ds[1] - p->ps[1];
+                int64_t lo, hi;
+                inside_columns(W, Wo, p->ss[1], off, &lo, &hi);
+                for (int64_t oh = oh0; oh < oh1; oh++) {
+                    float *d = dst + (oh - oh0) * Wo;
                     int64_t ih = oh * p->ss[0] - p->ps[0] + kh * p->ds[0];
-                    int hin = ih >= 0 && ih < H;
-                    if (!hin && p->replicate_pad) { ih = ih < 0 ? 0 : H - 1; hin = 1; }
-                    for (int64_t ow = 0; ow < Wo; ow++) {
-                        int64_t iw = ow * p->ss[1] - p->ps[1] + kw * p->ds[1];
-                        int win = iw >= 0 && iw < W;
-                        if (!win && p->replicate_pad) { iw = iw < 0 ? 0 : W - 1; win = 1; }
-                        dst[oh * Wo + ow] = (hin && win) ? plane[ih * W + iw] : 0.0f;
+                    if (ih < 0 || ih >= H) {
+                        if (!p->replicate_pad) {
+                            memset(d, 0, (size_t)Wo * sizeof(float));
+                            continue;
+                        }
+                        ih = ih < 0 ? 0 : H - 1;
                     }
+                    const float *r = plane + ih * W;
+                    const float left = p->replicate_pad ? r[0] : 0.0f, right = p->replicate_pad ? r[W - 1] : 0.0f;
+                    const int64_t lend = min64(lo, Wo);
+                    for (int64_t ow = 0; ow < lend; ow++) d[ow] = left;
+                    if (p->ss[1] == 1) {
+                        if (hi >= lo) memcpy(d + lo, r + lo + off, (size_t)(hi - lo + 1) * sizeof(float));
+                    } else {
+                        for (int64_t ow = lo; ow <= hi; ow++) d[ow] = r[ow * p->ss[1] + off];
+                    }
+                    for (int64_t ow = max64(hi + 1, lend); ow < Wo; ow++) d[ow] = right;
                 }
             }
     }
 }
 
-static void im2col(const conv_params *p, const co_oprt *rt, const float *src, int64_t chan_stride, int64_t cin_g,
-                   float *col)
+static void im2col_ld(const conv_params *p, const co_oprt *rt, const float *src, int64_t chan_stride, int64_t cin_g,
+                      float *col, int64_t ldcol)
 {
-    im2col_ld(p, rt, src, chan_stride, cin_g, col, rt->aux[A_SO]);
+    im2col_rows(p, rt, src, chan_stride, cin_g, 0, rt->aux[A_HO], col, ldcol);
 }
 
-/* Depthwise (one input channel per group, one output per group): a direct loop, since a GEMM
- * per channel of a 1 x k*k matrix costs more in calls than in arithmetic. */
-static void conv_taps_depthwise(const conv_params *p, const co_oprt *rt, int64_t batch, const float *src,
-                                int64_t src_bstride, int64_t chan_stride, float *const *dst, int64_t dst_bstride, int64_t ldc)
+/* ---- depthwise: one input channel per group, few outputs per group ----
+ * Each input plane is laid out once as a padded plane (spatial padding written out: zeros or
+ * replicated edges; a strided row split into its `stride` phases), so that every spatial tap of
+ * an output row is one contiguous run, and the row's taps (all temporal taps too, in clip mode)
+ * are summed by co_dw_taps in registers. A plane that needs neither padding nor a column stride
+ * is used as it is; a 1x1 kernel at stride 1 makes the whole frame one row. */
+static int conv_depthwise(const conv_params *p, const co_oprt *rt)
 {
-    const int64_t H = rt->aux[A_H], W = rt->aux[A_W], Ho = rt->aux[A_HO], Wo = rt->aux[A_WO];
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t c = 0; c < p->cout; c++) {
-            const float *plane = src + b * src_bstride + c * chan_stride;
-            for (int64_t j = 0; j < p->kt; j++) {
-                if (!dst[j]) continue;
-                float *o = dst[j] + b * dst_bstride + c * ldc;
-                const float *w = p->w + (j * p->cout + c) * p->kcol;
-                for (int64_t kh = 0; kh < p->ks[0]; kh++)
-                    for (int64_t kw = 0; kw < p->ks[1]; kw++) {
-                        const float wv = w[kh * p->ks[1] + kw];
-                        for (int64_t oh = 0; oh < Ho; oh++) {
-                            int64_t ih = oh * p->ss[0] - p->ps[0] + kh * p->ds[0];
-                            if (ih < 0 || ih >= H) {
-                                if (!p->replicate_pad) continue;
-                                ih = ih < 0 ? 0 : H - 1;
-                            }
-                            const float *row = plane + ih * W;
-                            float *orow = o + oh * Wo;
-                            const int64_t off = kw * p->ds[1] - p->ps[1];
-                            /* columns whose input lies inside the row: a plain strided loop */
-                            int64_t lo = off >= 0 ? 0 : (-off + p->ss[1] - 1) / p->ss[1];
-                            int64_t hi = W - 1 - off < 0 ? -1 : (W - 1 - off) / p->ss[1];
-                            if (hi > Wo - 1) hi = Wo - 1;
-                            for (int64_t ow = lo; ow <= hi; ow++) orow[ow] += wv * row[ow * p->ss[1] + off];
-                            if (p->replicate_pad)
-                                for (int64_t ow = 0; ow < Wo; ow++) {
-                                    if (ow >= lo && ow <= hi) continue;
-                                    int64_t iw = ow * p->ss[1] + off;
-                                    orow[ow] += wv * row[iw < 0 ? 0 : W - 1];
-                                }
-                        }
-                    }
+    (void)rt;
+    return p->cin == p->groups && p->cout / p->groups <= CONV_DW_MAX_MULTIPLIER;
+}
+
+typedef struct dw_geom {
+    int padded;              /* planes are rewritten (padding or a column stride) */
+    int64_t hp, wq, wrow;    /* padded plane: rows, columns per phase, floats per row */
+    int64_t rows, row_len;   /* output rows per frame, floats per output row */
+} dw_geom;
+
+static dw_geom dw_geometry(const conv_params *p, const co_oprt *rt)
+{
+    const int64_t H = rt->aux[A_H], W = rt->aux[A_W];
+    dw_geom g;
+    g.padded = p->ps[0] || p->ps[1] || p->ss[1] > 1;
+    if (g.padded) {
+        const int64_t wp = W + 2 * p->ps[1];
+        g.hp = H + 2 * p->ps[0];
+        g.wq = (wp + p->ss[1] - 1) / p->ss[1];
+        g.wrow = g.wq * p->ss[1];
+    } else {
+        g.hp = H;
+        g.wq = g.wrow = W;
+    }
+    g.rows = rt->aux[A_DIRECT] ? 1 : rt->aux[A_HO];
+    g.row_len = rt->aux[A_DIRECT] ? rt->aux[A_SO] : rt->aux[A_WO];
+    return g;
+}
+
+static int64_t dw_plane_floats(const dw_geom *g) { return g->padded ? g->hp * g->wrow : 0; }
+
+/* The padded plane of `plane` (H x W) into dst (hp rows of wrow floats, phase q of a row at q * wq). */
+static void dw_pad_plane(const conv_params *p, const co_oprt *rt, const dw_geom *g, const float *plane, float *dst)
+{
+    const int64_t H = rt->aux[A_H], W = rt->aux[A_W], sw = p->ss[1], pw = p->ps[1], wp = W + 2 * pw;
+    for (int64_t r = 0; r < g->hp; r++) {
+        float *d = dst + r * g->wrow;
+        int64_t ih = r - p->ps[0];
+        if (ih < 0 || ih >= H) {
+            if (!p->replicate_pad) {
+                memset(d, 0, (size_t)g->wrow * sizeof(float));
+                continue;
             }
+            ih = ih < 0 ? 0 : H - 1;
+        }
+        const float *row = plane + ih * W;
+        const float left = p->replicate_pad ? row[0] : 0.0f, right = p->replicate_pad ? row[W - 1] : 0.0f;
+        if (sw == 1) {
+            for (int64_t x = 0; x < pw; x++) d[x] = left;
+            memcpy(d + pw, row, (size_t)W * sizeof(float));
+            for (int64_t x = pw + W; x < g->wrow; x++) d[x] = right;
+            continue;
+        }
+        for (int64_t q = 0; q < sw; q++)
+            for (int64_t i = 0; i < g->wq; i++) {
+                const int64_t x = q + sw * i, iw = x - pw;
+                d[q * g->wq + i] = x >= wp ? 0.0f : iw < 0 ? left : iw >= W ? right : row[iw];
+            }
+    }
+}
+
+/* Taps of one output frame (its first row; the rows follow at a fixed stride in the padded
+ * planes) gathered for co_dw_taps, flushed CONV_DW_TAPS at a time. */
+typedef struct dw_frame {
+    const float *src[CONV_DW_TAPS];
+    float w[CONV_DW_TAPS];
+    int n, accumulate;
+    float init;
+    float *dst;
+} dw_frame;
+
+static void dw_flush(dw_frame *a, const conv_params *p, const dw_geom *g)
+{
+    co_dw_taps(g->rows, g->row_len, a->n, a->src, p->ss[0] * g->wrow, a->w, a->init, a->accumulate, a->dst, g->row_len);
+    a->n = 0;
+    a->accumulate = 1;
+}
+
+/* Adds the spatial taps (weights w[kh * ks1 + kw]) over padded plane `base`. */
+static void dw_add_plane(dw_frame *a, const conv_params *p, const dw_geom *g, const float *base, const float *w)
+{
+    for (int64_t kh = 0; kh < p->ks[0]; kh++) {
+        const float *r = base + kh * p->ds[0] * g->wrow;
+        int64_t phase = 0, shift = 0; /* padded column kw * ds1 = shift * ss1 + phase */
+        for (int64_t kw = 0; kw < p->ks[1]; kw++) {
+            if (a->n == CONV_DW_TAPS) dw_flush(a, p, g);
+            a->src[a->n] = r + phase * g->wq + shift;
+            a->w[a->n++] = w[kh * p->ks[1] + kw];
+            for (phase += p->ds[1]; phase >= p->ss[1]; phase -= p->ss[1]) shift++;
+        }
+    }
+}
+
+/* Step mode: dst[j] (taps j with dst[j] != NULL) += tap j of the frame, every batch item and
+ * channel. `src` is batch item 0's frame (items src_bstride apart, channels chan_stride apart);
+ * dst[j] is item 0's output frame (items dst_bstride apart, channels ldc apart). */
+static void conv_taps_depthwise(const conv_params *p, const co_oprt *rt, int64_t batch, const float *src,
+                                int64_t src_bstride, int64_t chan_stride, float *const *dst, int64_t dst_bstride,
+                                int64_t ldc, float *scratch)
+{
+    const dw_geom g = dw_geometry(p, rt);
+    const int64_t mult = p->cout / p->groups;
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t ci = 0; ci < p->cin; ci++) {
+            const float *plane = src + b * src_bstride + ci * chan_stride;
+            if (g.padded) {
+                dw_pad_plane(p, rt, &g, plane, scratch);
+                plane = scratch;
+            }
+            for (int64_t c = ci * mult; c < (ci + 1) * mult; c++)
+                for (int64_t j = 0; j < p->kt; j++) {
+                    if (!dst[j]) continue;
+                    dw_frame a = {.accumulate = 1, .dst = dst[j] + b * dst_bstride + c * ldc};
+                    dw_add_plane(&a, p, &g, plane, p->w + (j * p->cout + c) * p->kcol);
+                    dw_flush(&a, p, &g);
+                }
         }
 }
 
-/* dst[j] (for taps j with dst[j] != NULL) += W_j * frame, for every batch item and group.
- * `src` is batch item 0's frame; items are `src_bstride` apart, channels `chan_stride` apart.
- * dst[j] is batch item 0's output frame; items are `dst_bstride` apart, rows `ldc` apart. */
-static void conv_taps(const conv_params *p, const co_oprt *rt, int64_t batch, const float *src, int64_t src_bstride,
-                      int64_t chan_stride, float *const *dst, int64_t dst_bstride, int64_t ldc, float *scratch)
+/* Clip mode: every output frame as the sum of all its taps (temporal and spatial), onto the bias. */
+static void conv_clip_depthwise(const conv_params *p, const co_oprt *rt, int64_t B, int64_t T, int64_t To,
+                                const float *x, float *out, float *scratch)
 {
-    const int64_t cin_g = p->cin / p->groups, cout_g = p->cout / p->groups, So = rt->aux[A_SO];
-    if (p->groups == p->cin && p->groups == p->cout && !rt->aux[A_DIRECT]) {
-        conv_taps_depthwise(p, rt, batch, src, src_bstride, chan_stride, dst, dst_bstride, ldc);
-        return;
-    }
-    if (So == 1 && chan_stride == 1 && ldc == 1 && p->groups == 1 && rt->aux[A_DIRECT]) {
-        /* frames are feature vectors (Conv1d steps): one product per tap for the whole batch. Not
-         * for a one-frame clip, whose input channels are also 1 apart but whose outputs are not */
-        for (int64_t j = 0; j < p->kt; j++)
-            if (dst[j])
-                co_gemm_nt(batch, p->cout, p->kcol, src, src_bstride, p->w + j * p->cout * p->kcol, p->kcol, 1.0f, dst[j],
-                           dst_bstride);
-        return;
-    }
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t g = 0; g < p->groups; g++) {
-            const float *gsrc = src + b * src_bstride + g * cin_g * chan_stride;
-            const float *col;
-            int64_t ldb;
-            if (rt->aux[A_DIRECT]) { /* 1x1 spatial kernel, stride 1, no padding: the frame is the column matrix */
-                col = gsrc;
-                ldb = chan_stride;
-            } else {
-                im2col(p, rt, gsrc, chan_stride, cin_g, scratch);
-                col = scratch;
-                ldb = So;
+    const dw_geom g = dw_geometry(p, rt);
+    const int64_t S = rt->aux[A_H] * rt->aux[A_W], So = rt->aux[A_SO], mult = p->cout / p->groups;
+    const int64_t pstride = g.padded ? dw_plane_floats(&g) : S;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t ci = 0; ci < p->cin; ci++) {
+            const float *planes = x + (b * p->cin + ci) * T * S;
+            if (g.padded) {
+                for (int64_t t = 0; t < T; t++) dw_pad_plane(p, rt, &g, planes + t * S, scratch + t * pstride);
+                planes = scratch;
             }
-            for (int64_t j = 0; j < p->kt; j++) {
-                if (!dst[j]) continue;
-                const float *wj = p->w + (j * p->cout + g * cout_g) * p->kcol;
-                co_gemm_nn(cout_g, So, p->kcol, wj, p->kcol, col, ldb, 1.0f, dst[j] + b * dst_bstride + g * cout_g * ldc,
-                           ldc);
+            for (int64_t c = ci * mult; c < (ci + 1) * mult; c++) {
+                const float bias = p->bias ? p->bias[c] : 0.0f;
+                for (int64_t o = 0; o < To; o++) {
+                    dw_frame a = {.init = bias, .dst = out + ((b * p->cout + c) * To + o) * So};
+                    for (int64_t j = 0; j < p->kt; j++) {
+                        int64_t tv = o * p->st - p->pt + j;
+                        if (tv < 0 || tv >= T) {
+                            if (!p->replicate_pad) continue; /* zero padding contributes nothing */
+                            tv = tv < 0 ? 0 : T - 1;
+                        }
+                        dw_add_plane(&a, p, &g, planes + tv * pstride, p->w + (j * p->cout + c) * p->kcol);
+                    }
+                    dw_flush(&a, p, &g);
+                }
             }
         }
 }
@@ -153,16 +265,11 @@ static void conv_taps(const conv_params *p, const co_oprt *rt, int64_t batch, co
  * taps as one product, [kt*cout x kcol] x [kcol x items*So] (the weights are stored tap-major,
  * so that is one matrix), in chunks of at most CONV_COLS columns; tap j's slice of each item is
  * then added to the window it belongs to, in that item's own ring at its own phase. Depthwise
- * convolutions keep their direct loop (conv_taps). */
+ * convolutions keep their tap kernel (conv_taps_depthwise). */
 enum { CONV_COLS = 512 };
 
 /* state layout: int64 pos, countdown, started; then the float ring */
 typedef struct conv_state_head { int64_t pos, countdown, started; } conv_state_head;
-
-static int conv_depthwise(const conv_params *p, const co_oprt *rt)
-{
-    return p->groups == p->cin && p->groups == p->cout && !rt->aux[A_DIRECT];
-}
 
 /* Frames are feature vectors (Conv1d): items are the rows of X, the product is X W^T. */
 static int conv_vector_form(const conv_params *p, const co_oprt *rt)
@@ -181,7 +288,10 @@ static int64_t conv_chunk_items(const co_oprt *rt, int64_t items)
 static size_t conv_step_scratch(const conv_params *p, const co_oprt *rt, int64_t items)
 {
     const int64_t ch = conv_chunk_items(rt, items);
-    if (conv_depthwise(p, rt)) return 0;
+    if (conv_depthwise(p, rt)) {
+        const dw_geom g = dw_geometry(p, rt);
+        return (size_t)dw_plane_floats(&g);
+    }
     if (conv_vector_form(p, rt)) return (size_t)(ch * (p->cin + p->kt * p->cout));
     return (size_t)(ch * rt->aux[A_SO] * (p->kcol + p->kt * p->cout));
 }
@@ -274,6 +384,44 @@ static void conv_accumulate(const co_op *op, const co_oprt *rt, int64_t n, const
     }
 }
 
+/* ---- clip mode: tiles of output frames ---- */
+
+/* Floats of im2col columns one output frame needs (0: the clip itself is the column matrix). */
+static int64_t conv_clip_frame_columns(const conv_params *p, const co_oprt *rt)
+{
+    return rt->aux[A_DIRECT] && p->st == 1 ? 0 : p->kcol * rt->aux[A_SO];
+}
+
+/* Output frames per tile: at stride 1 the tile's columns hold its input frames (tile + kt - 1,
+ * shared by all taps), else one tap's frames at a time. */
+static int64_t conv_clip_tile(const conv_params *p, const co_oprt *rt, int64_t To)
+{
+    const int64_t per_frame = conv_clip_frame_columns(p, rt);
+    if (!per_frame) return To;
+    const int64_t tile = CONV_CLIP_COLUMN_FLOATS / per_frame - (p->st == 1 ? p->kt - 1 : 0);
+    return min64(max64(tile, 1), To);
+}
+
+/* Output rows per tile at temporal stride 1: all of a frame, or (frames whose columns exceed
+ * the budget) as many rows as fit, one output frame per tile. */
+static int64_t conv_clip_rows(const conv_params *p, const co_oprt *rt)
+{
+    const int64_t Ho = rt->aux[A_HO], per_row = p->kcol * rt->aux[A_WO];
+    if (p->st != 1 || rt->aux[A_DIRECT] || per_row * Ho * p->kt <= CONV_CLIP_COLUMN_FLOATS) return Ho;
+    return min64(Ho, max64(1, CONV_CLIP_COLUMN_FLOATS / (per_row * p->kt)));
+}
+
+static size_t conv_clip_scratch(const conv_params *p, const co_oprt *rt, int64_t T, int64_t To)
+{
+    if (conv_depthwise(p, rt)) {
+        const dw_geom g = dw_geometry(p, rt);
+        return (size_t)(T * dw_plane_floats(&g));
+    }
+    const int64_t tile = conv_clip_tile(p, rt, To), rows = conv_clip_rows(p, rt);
+    const int64_t per_frame = conv_clip_frame_columns(p, rt) / rt->aux[A_HO] * rows;
+    return (size_t)(per_frame * (tile + (p->st == 1 ? p->kt - 1 : 0)));
+}
+
 static co_status conv_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
 {
     const conv_params *p = op->params;
@@ -308,7 +456,7 @@ static co_status conv_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
         T_out = (T + 2 * p->pt - p->kt) / p->st + 1;
         rt->out.d[2] = T_out;
     }
-    rt->scratch_floats = t ? (rt->aux[A_DIRECT] ? 0 : (size_t)(p->kcol * rt->aux[A_SO])) : conv_step_scratch(p, rt, in->d[0]);
+    rt->scratch_floats = t ? conv_clip_scratch(p, rt, in->d[2], T_out) : conv_step_scratch(p, rt, in->d[0]);
     const int64_t B = in->d[0];
     if (t) {
         rt->macs = B * T_out * p->kt * p->cout * p->kcol * rt->aux[A_SO];
@@ -376,7 +524,7 @@ static int conv_finish(const co_op *op, const co_oprt *rt, void *state, float *o
     return emit;
 }
 
-/* Depthwise: the direct loop per tap (conv_taps). */
+/* Depthwise: the tap kernel per tap (conv_taps_depthwise). */
 static int conv_step_depthwise(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out,
                                float *scratch)
 {
@@ -394,14 +542,14 @@ static int conv_step_depthwise(const co_op *op, const co_oprt *rt, void *state, 
             for (int64_t j = 0; j < p->kt; j++) d[j] = NULL;
             for (int64_t n = 1; n < p->kt; n++) {
                 for (int64_t j = 0; j < p->kt; j++) d[j] = j <= p->kt - 1 - n ? ring + ((h->pos + n - 1) % p->kt) * slot : NULL;
-                conv_taps(p, rt, B, in[0], p->cin * S_in, S_in, d, win, So, scratch);
+                conv_taps_depthwise(p, rt, B, in[0], p->cin * S_in, S_in, d, win, So, scratch);
             }
         }
         h->started = 1;
     }
     /* tap j of this frame belongs to the window ending k-1-j steps from now */
     for (int64_t j = 0; j < p->kt; j++) d[j] = ring + ((h->pos + p->kt - 1 - j) % p->kt) * slot;
-    conv_taps(p, rt, B, in[0], p->cin * S_in, S_in, d, win, So, scratch);
+    conv_taps_depthwise(p, rt, B, in[0], p->cin * S_in, S_in, d, win, So, scratch);
     return conv_finish(op, rt, state, out);
 }
 
@@ -444,7 +592,7 @@ static int conv_step_stateless(const co_op *op, const co_oprt *rt, void *state, 
     memset(out, 0, (size_t)(B * win) * sizeof(float));
     if (conv_depthwise(p, rt)) {
         float *d[1] = {out};
-        conv_taps(p, rt, B, in[0], p->cin * S_in, S_in, d, win, So, scratch);
+        conv_taps_depthwise(p, rt, B, in[0], p->cin * S_in, S_in, d, win, So, scratch);
     } else {
         conv_accumulate(op, rt, 1, in, NULL, &out, scratch);
     }
@@ -469,40 +617,115 @@ static void conv_step_multi_stateless(const co_op *op, const co_oprt *rt, int n,
     }
 }
 
+/* Output frames [lo, hi) within [o0, o1) whose tap j reads a frame inside the clip (all of them
+ * with replicate padding, which reads the nearest edge frame instead). */
+static void conv_tap_outputs(const conv_params *p, int64_t T, int64_t j, int64_t o0, int64_t o1, int64_t *lo,
+                             int64_t *hi)
+{
+    if (p->replicate_pad) {
+        *lo = o0;
+        *hi = o1;
+        return;
+    }
+    const int64_t first = p->pt - j <= 0 ? 0 : (p->pt - j + p->st - 1) / p->st, last_num = T - 1 + p->pt - j;
+    *lo = max64(o0, first);
+    *hi = min64(o1, last_num < 0 ? 0 : last_num / p->st + 1);
+}
+
+/* The input frame tap j of output frame o reads (edge frame for replicate padding). */
+static int64_t conv_tap_frame(const conv_params *p, int64_t T, int64_t j, int64_t o)
+{
+    const int64_t tv = o * p->st - p->pt + j;
+    return tv < 0 ? 0 : tv >= T ? T - 1 : tv;
+}
+
+/* Whole-clip convolution through products: the output starts as the bias; for each batch item,
+ * group, tile of output frames and temporal tap, one product W_j (cout_g x kcol) x columns of the
+ * tile's frames (kcol x frames * So) accumulates onto it. */
+static void conv_clip_gemm(const conv_params *p, const co_oprt *rt, int64_t B, int64_t T, int64_t To, const float *x,
+                           float *out, float *scratch)
+{
+    const int64_t S = rt->aux[A_H] * rt->aux[A_W], So = rt->aux[A_SO], cin_g = p->cin / p->groups;
+    const int64_t cout_g = p->cout / p->groups, kt = p->kt, ldc = To * So, lda = p->kcol;
+    const int direct = (int)rt->aux[A_DIRECT];
+    const int64_t tile = conv_clip_tile(p, rt, To);
+    for (int64_t r = 0; r < B * p->cout; r++) {
+        const float bias = p->bias ? p->bias[r % p->cout] : 0.0f;
+        float *o = out + r * ldc;
+        for (int64_t i = 0; i < ldc; i++) o[i] = bias;
+    }
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t g = 0; g < p->groups; g++) {
+            const float *xg = x + (b * p->cin + g * cin_g) * T * S; /* channels T * S apart */
+            float *og = out + (b * p->cout + g * cout_g) * ldc;
+            const float *wg = p->w + g * cout_g * lda;
+            for (int64_t o0 = 0; o0 < To; o0 += tile) {
+                const int64_t o1 = min64(To, o0 + tile);
+                if (p->st == 1 && direct) { /* tap j of frames [lo, hi) is the clip from frame lo - pt + j */
+                    for (int64_t j = 0; j < kt; j++) {
+                        int64_t lo, hi;
+                        conv_tap_outputs(p, T, j, o0, o1, &lo, &hi);
+                        if (p->replicate_pad) { /* edge frames: the frames inside, then one product per edge frame */
+                            lo = max64(o0, p->pt - j);
+                            hi = max64(lo, min64(o1, T + p->pt - j));
+                            for (int64_t o = o0; o < o1; o++)
+                                if (o < lo || o >= hi)
+                                    co_gemm_nn(cout_g, So, lda, wg + j * p->cout * lda, lda,
+                                               xg + conv_tap_frame(p, T, j, o) * S, T * S, 1.0f, og + o * So, ldc);
+                        }
+                        if (hi > lo)
+                            co_gemm_nn(cout_g, (hi - lo) * So, lda, wg + j * p->cout * lda, lda, xg + (lo - p->pt + j) * S,
+                                       T * S, 1.0f, og + lo * So, ldc);
+                    }
+                } else if (p->st == 1) { /* the tile's input frames once; tap j reads them from lo - pt + j */
+                    const int64_t f_lo = o0 - p->pt, slots = o1 - o0 + kt - 1, Ho = rt->aux[A_HO], Wo = rt->aux[A_WO];
+                    const int64_t rows = conv_clip_rows(p, rt); /* < Ho: one output frame per tile */
+                    for (int64_t r0 = 0; r0 < Ho; r0 += rows) {
+                        const int64_t r1 = min64(Ho, r0 + rows), nloc = (r1 - r0) * Wo, ldb = slots * nloc;
+                        for (int64_t s = 0; s < slots; s++) {
+                            const int64_t f = f_lo + s;
+                            if ((f < 0 || f >= T) && !p->replicate_pad) continue; /* never read */
+                            const float *src = xg + (f < 0 ? 0 : f >= T ? T - 1 : f) * S;
+                            im2col_rows(p, rt, src, T * S, cin_g, r0, r1, scratch + s * nloc, ldb);
+                        }
+                        for (int64_t j = 0; j < kt; j++) {
+                            int64_t lo, hi;
+                            conv_tap_outputs(p, T, j, o0, o1, &lo, &hi);
+                            if (hi > lo)
+                                co_gemm_nn(cout_g, (hi - lo) * nloc, lda, wg + j * p->cout * lda, lda,
+                                           scratch + (lo - p->pt + j - f_lo) * nloc, ldb, 1.0f, og + lo * So + r0 * Wo, ldc);
+                        }
+                    }
+                } else { /* temporal stride: tap j's frames gathered per tap */
+                    for (int64_t j = 0; j < kt; j++) {
+                        int64_t lo, hi;
+                        conv_tap_outputs(p, T, j, o0, o1, &lo, &hi);
+                        if (hi <= lo) continue;
+                        const int64_t ldb = (hi - lo) * So;
+                        for (int64_t o = lo; o < hi; o++) {
+                            const float *src = xg + conv_tap_frame(p, T, j, o) * S;
+                            if (direct)
+                                for (int64_t c = 0; c < cin_g; c++)
+                                    memcpy(scratch + c * ldb + (o - lo) * So, src + c * T * S, (size_t)So * sizeof(float));
+                            else
+                                im2col_ld(p, rt, src, T * S, cin_g, scratch + (o - lo) * So, ldb);
+                        }
+                        co_gemm_nn(cout_g, ldb, lda, wg + j * p->cout * lda, lda, scratch, ldb, 1.0f, og + lo * So, ldc);
+                    }
+                }
+            }
+        }
+}
+
 static co_status conv_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in,
                            float *out, float *scratch)
 {
     const conv_params *p = op->params;
-    const int64_t B = in_shapes[0].d[0], T = in_shapes[0].d[2], T_out = rt->out.d[2];
-    const int64_t S_in = rt->aux[A_H] * rt->aux[A_W], So = rt->aux[A_SO];
-    memset(out, 0, (size_t)co_tshape_numel(&rt->out) * sizeof(float));
-    float *dst[64];
-    for (int64_t tv = -p->pt; tv < T + p->pt; tv++) {
-        int64_t src_t = tv;
-        if (tv < 0 || tv >= T) {
-            if (!p->replicate_pad) continue; /* zero padding contributes nothing */
-            src_t = tv < 0 ? 0 : T - 1;
-        }
-        int any = 0;
-        for (int64_t j = 0; j < p->kt; j++) {
-            int64_t num = tv + p->pt - j; /* = o * stride for the output o this tap feeds */
-            dst[j] = NULL;
-            if (num < 0 || num % p->st) continue;
-            int64_t o = num / p->st;
-            if (o >= T_out) continue;
-            dst[j] = out + o * So;
-            any = 1;
-        }
-        if (any)
-            conv_taps(p, rt, B, in[0] + src_t * S_in, p->cin * T * S_in, T * S_in, dst, p->cout * T_out * So, T_out * So,
-                      scratch);
-    }
-    if (p->bias)
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t c = 0; c < p->cout; c++) {
-                float *o = out + (b * p->cout + c) * T_out * So;
-                for (int64_t i = 0; i < T_out * So; i++) o[i] += p->bias[c];
-            }
+    const int64_t B = in_shapes[0].d[0], T = in_shapes[0].d[2], To = rt->out.d[2];
+    if (conv_depthwise(p, rt))
+        conv_clip_depthwise(p, rt, B, T, To, in[0], out, scratch);
+    else
+        conv_clip_gemm(p, rt, B, T, To, in[0], out, scratch);
     return CO_OK;
 }
 

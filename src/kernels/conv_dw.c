@@ -1,0 +1,47 @@
+/*
+ * conv_dw.c — co_dw_taps: dispatch to the widest kernel set the CPU runs (cpu.c), and the
+ * portable C loop (blocks of lanes whose accumulators the compiler keeps in registers).
+ */
+#include "kernels/conv_dw.h"
+
+#include "kernels/cpu.h"
+
+enum { PORTABLE_LANES = 16 };
+
+static void portable_row(int64_t n, int n_taps, const float *const *src, int64_t off, const float *w, float init,
+                         int accumulate, float *dst)
+{
+    int64_t i0 = 0;
+    for (; i0 + PORTABLE_LANES <= n; i0 += PORTABLE_LANES) {
+        float acc[PORTABLE_LANES];
+        for (int l = 0; l < PORTABLE_LANES; l++) acc[l] = accumulate ? dst[i0 + l] : init;
+        for (int t = 0; t < n_taps; t++) {
+            const float wt = w[t], *s = src[t] + off + i0;
+            for (int l = 0; l < PORTABLE_LANES; l++) acc[l] += wt * s[l];
+        }
+        for (int l = 0; l < PORTABLE_LANES; l++) dst[i0 + l] = acc[l];
+    }
+    for (int64_t i = i0; i < n; i++) {
+        float acc = accumulate ? dst[i] : init;
+        for (int t = 0; t < n_taps; t++) acc += w[t] * src[t][off + i];
+        dst[i] = acc;
+    }
+}
+
+static void portable_taps(CO_DW_TAPS_ARGS)
+{
+    for (int64_t r = 0; r < rows; r++) portable_row(n, n_taps, src, r * src_ld, w, init, accumulate, dst + r * dst_ld);
+}
+
+void co_dw_taps(CO_DW_TAPS_ARGS)
+{
+    if (n <= 0 || rows <= 0) return;
+#if defined(CO_GEMM_X86)
+    switch (co_cpu_isa()) {
+    case CO_ISA_AVX512: co_dw_taps_avx512(rows, n, n_taps, src, src_ld, w, init, accumulate, dst, dst_ld); return;
+    case CO_ISA_AVX2: co_dw_taps_avx2(rows, n, n_taps, src, src_ld, w, init, accumulate, dst, dst_ld); return;
+    default: break;
+    }
+#endif
+    portable_taps(rows, n, n_taps, src, src_ld, w, init, accumulate, dst, dst_ld);
+}
