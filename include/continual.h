@@ -38,6 +38,17 @@ extern "C" {
 #define CO_VERSION_MAJOR 0
 #define CO_VERSION_MINOR 1
 #define CO_VERSION_PATCH 0
+/* The same as one number (MAJOR * 10000 + MINOR * 100 + PATCH) and as a string. */
+#define CO_VERSION_NUMBER (CO_VERSION_MAJOR * 10000 + CO_VERSION_MINOR * 100 + CO_VERSION_PATCH)
+#define CO_VERSION_STR_(a, b, c) #a "." #b "." #c
+#define CO_VERSION_STR_EXPAND_(a, b, c) CO_VERSION_STR_(a, b, c)
+#define CO_VERSION_STRING CO_VERSION_STR_EXPAND_(CO_VERSION_MAJOR, CO_VERSION_MINOR, CO_VERSION_PATCH)
+
+/* Named values of the int flags that co_forward_step(s) and co_forward_step_streams take (plain
+ * 0 / 1 stay valid): update_state is CO_UPDATE_STATE or CO_PEEK, pad_end is CO_PAD_END or
+ * CO_NO_PAD_END. */
+enum { CO_PEEK = 0, CO_UPDATE_STATE = 1 };
+enum { CO_NO_PAD_END = 0, CO_PAD_END = 1 };
 
 /* Largest tensor rank the library handles: (B, C, T, D, H, W) plus one spare. */
 #define CO_MAX_DIMS 8
@@ -55,6 +66,11 @@ typedef enum co_status {
     CO_ERR_STATE = 9,            /* a saved state does not belong to this stream's model */
     CO_ERR_UNSUPPORTED = 10      /* valid, but not (yet) supported by this library */
 } co_status;
+
+/* Version of the library loaded at run time (which may differ from the header compiled against):
+ * CO_VERSION_NUMBER and CO_VERSION_STRING of its build. Never fail; the string is static. */
+CO_API int co_version(void);
+CO_API const char *co_version_string(void);
 
 /* Short name of a status code ("CO_ERR_SHAPE"); never NULL. */
 CO_API const char *co_status_name(co_status status);
@@ -224,6 +240,21 @@ CO_API int64_t co_steps_max_output(const co_stream *stream, int64_t t, int pad_e
 CO_API co_status co_forward_steps(co_stream *stream, const float *x, int64_t t, float *y,
                                   int64_t y_frames, int64_t *t_out, int pad_end, int update_state);
 
+/* End of input of a live stream. Flushes the end padding of every module from the stream's
+ * current state — what co_forward_steps(..., CO_PAD_END, ...) adds after the frames stepped so far,
+ * whether they came one at a time (co_forward_step, co_forward_step_streams) or in clips, and also
+ * after a co_stream_restore — and writes the frames that appear to `y` as a clip (B, C', t_out, *S')
+ * (laid out with a capacity of y_frames, then compacted to t_out frames, as co_forward_steps does).
+ * Then the stream is clean (as after co_stream_clean), ready for a new sequence: save the state
+ * before this call to keep it. After a clean stream (no frame since), nothing appears (t_out 0).
+ * `y` is owned by the caller and must hold y_frames >= co_stream_finish_max_output(stream) output
+ * frames (0 for a network without end padding; y may then be NULL).
+ * Statuses: CO_ERR_INVALID_ARGUMENT (NULL stream or t_out, NULL y where frames may appear),
+ * CO_ERR_BUFFER_TOO_SMALL (y_frames too small); a refused call leaves the stream as it was.
+ * Allocates nothing. */
+CO_API int64_t co_stream_finish_max_output(const co_stream *stream); /* 0 for a NULL stream */
+CO_API co_status co_stream_finish(co_stream *stream, float *y, int64_t y_frames, int64_t *t_out);
+
 /* Back to the state of a fresh stream. Statuses: CO_ERR_INVALID_ARGUMENT (NULL stream). */
 CO_API co_status co_stream_clean(co_stream *stream);
 
@@ -281,6 +312,48 @@ CO_API void co_multistream_free(co_multistream *ctx); /* NULL is a no-op */
 CO_API co_status co_forward_step_streams(co_multistream *ctx, co_stream *const *streams, int n,
                                          const float *const *x, float *const *y, int *has_output,
                                          int update_state);
+
+/* ---- Inspecting and profiling the step plan (src/core/inspect.c) ----------------------------
+ * The plan is the flat list of ops a model compiles into (co_plan_info.num_ops of them, the same
+ * for every batch and frame shape); op i here is op i of every stream of the model, in the order
+ * a step runs them. */
+
+/* Name of the matrix-product kernels in use: "avx512", "avx2", "portable" (continual-c's own,
+ * chosen at run time for this CPU) or "openblas" (built with -DCO_BLAS=openblas). Static string,
+ * never NULL. */
+CO_API const char *co_kernel_backend(void);
+
+typedef struct co_op_info {
+    const char *kind;       /* the op's implementation ("conv", "linear", "pool", ...); static */
+    const char *type;       /* module type of the node the op was compiled from ("Conv3d"; a
+                             * container's for the reductions it adds), "" if none; owned by the model */
+    const char *path;       /* that node's state_dict prefix ("" for the root); owned by the model */
+    co_shape output_frame;  /* (B, C', *S') of the op's output frame */
+    int64_t macs;           /* multiply-accumulates of one step of this op (as co_plan_info) */
+    size_t state_bytes;     /* its share of the stream state (before alignment) */
+    size_t scratch_floats;  /* floats of scratch one step of it needs (the arena holds the largest) */
+    int64_t end_pad;        /* frames it is fed when the end of the input is flushed */
+} co_op_info;
+
+/* The plan for `batch` streams of frame shape (C, *S) (NULL: the file's), one entry per op:
+ * ops[0 .. co_plan_info.num_ops) is written; n_ops is the capacity of `ops` in entries.
+ * Ownership: `ops` is the caller's; the strings it gets point into the model (valid until
+ * co_model_free) or are static. The sum of the ops' macs is co_plan_info.macs_per_step.
+ * Statuses: CO_ERR_INVALID_ARGUMENT (NULL model or ops, batch outside [1, 2^20]),
+ * CO_ERR_BUFFER_TOO_SMALL (n_ops below num_ops; nothing written), CO_ERR_SHAPE (a frame shape
+ * the network cannot take, or none recorded and none given), CO_ERR_UNSUPPORTED,
+ * CO_ERR_OUT_OF_MEMORY (its temporaries). */
+CO_API co_status co_model_plan_ops(const co_model *model, int batch, const co_shape *frame_shape, co_op_info *ops,
+                                   int n_ops);
+
+/* Per-op profiling of a stream. With a non-NULL `ns_per_op` (co_plan_info.num_ops entries, owned
+ * by the caller, who must keep it alive while it is set), every op that runs in co_forward_step,
+ * co_forward_steps and co_stream_finish (end padding included) adds its wall time in nanoseconds
+ * (CLOCK_MONOTONIC) to ns_per_op[op]; the library never clears it. NULL turns profiling off: an
+ * unprofiled step costs one test per op. co_forward_step_streams does not profile. The setting is not part of the
+ * saved state and co_stream_clean keeps it.
+ * Statuses: CO_ERR_INVALID_ARGUMENT (NULL stream). */
+CO_API co_status co_stream_set_profile(co_stream *stream, int64_t *ns_per_op);
 
 #ifdef __cplusplus
 }

@@ -1,9 +1,10 @@
 /*
  * continual.c — the `continual` command-line tool, written against include/continual.h only.
  *
- *   continual info    MODEL [--batch N] [--frame-shape C,...]
+ *   continual info    MODEL [--batch N] [--frame-shape C,...] [--ops]
  *   continual run     MODEL --input CLIP.npy|- --output OUT.npy|- [--pad-end] [--batch N] [--frame-shape C,...]
- *   continual bench   MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N]
+ *   continual bench   MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--json]
+ *   continual profile MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--json]
  *   continual compare A.npy B.npy [--atol X] [--rtol X]
  *
  * Exit status: 0 success, 1 failure (message on stderr), 2 bad usage.
@@ -16,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/npy.h"
 
@@ -26,16 +29,21 @@ static const char k_usage[] =
     "usage: continual <command> [options]\n"
     "\n"
     "commands:\n"
-    "  info MODEL [--batch N] [--frame-shape C,...]\n"
+    "  info MODEL [--batch N] [--frame-shape C,...] [--ops]\n"
     "      the module tree (params, receptive field, delay, stride, padding per node), the totals,\n"
-    "      and the step plan for the frame shape (output frame, MACs/step, state and arena bytes)\n"
+    "      and the step plan for the frame shape (output frame, MACs/step, state and arena bytes);\n"
+    "      --ops: the plan one op a line (kind, type, path, output frame, MACs, state, scratch)\n"
     "  run MODEL --input CLIP --output OUT [--pad-end] [--batch N] [--frame-shape C,...]\n"
     "      streams a clip (B, C, T, *S) frame by frame through the network and writes the outputs\n"
     "      that appear as (B, C', T_out, *S'). CLIP/OUT are float32/float64 .npy files, or '-':\n"
     "      raw float32 frames (B, C, *S) on stdin / output frames on stdout (shape from\n"
-    "      --frame-shape or the model file, --batch, default 1). --pad-end flushes the end padding.\n"
-    "  bench MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N]\n"
-    "      times co_forward_step: median / p10 / p90 ms per step and steps/s\n"
+    "      --frame-shape or the model file, --batch, default 1); each output frame is written and\n"
+    "      flushed as soon as it exists. --pad-end flushes the end padding at the end of the input.\n"
+    "  bench MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--json]\n"
+    "      times co_forward_step: first step, p10 / p50 / p90 / p99 / max ms per step, steps/s,\n"
+    "      threads, kernel backend, peak memory; --json: one JSON object instead of the table\n"
+    "  profile MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--json]\n"
+    "      times every op of the plan over the steps and prints them sorted by time\n"
     "  compare A.npy B.npy [--atol X] [--rtol X]\n"
     "      exit 0 if the arrays have one shape and |a - b| <= atol + rtol * |b| everywhere\n"
     "  version\n";
@@ -87,7 +95,13 @@ enum {
     OPT_WARMUP = 1 << 6,
     OPT_ATOL = 1 << 7,
     OPT_RTOL = 1 << 8,
+    OPT_JSON = 1 << 9,
+    OPT_OPS = 1 << 10,
 };
+/* options that take no value */
+#define OPT_FLAGS (OPT_PAD_END | OPT_JSON | OPT_OPS)
+/* what bench reports as its threads until the library has a thread option: one thread steps */
+#define CLI_THREADS_DEFAULT 1
 
 typedef struct options {
     unsigned given;
@@ -96,7 +110,8 @@ typedef struct options {
     int batch;
     co_shape frame;
     const char *input, *output;
-    int pad_end;
+    int pad_end, json, ops;
+    int threads;
     long steps, warmup;
     double atol, rtol;
 } options;
@@ -154,6 +169,8 @@ static const char *opt_name(unsigned bit)
     case OPT_WARMUP: return "--warmup";
     case OPT_ATOL: return "--atol";
     case OPT_RTOL: return "--rtol";
+    case OPT_JSON: return "--json";
+    case OPT_OPS: return "--ops";
     default: return "?";
     }
 }
@@ -164,6 +181,7 @@ static int parse_options(const char *cmd, int argc, char **argv, int first, unsi
 {
     memset(o, 0, sizeof *o);
     o->batch = 1;
+    o->threads = CLI_THREADS_DEFAULT;
     o->steps = 200;
     o->warmup = 20;
     o->atol = 1e-4;
@@ -185,15 +203,17 @@ static int parse_options(const char *cmd, int argc, char **argv, int first, unsi
         name[nlen] = 0;
         unsigned bit = 0;
         static const unsigned all[] = {OPT_BATCH, OPT_FRAME, OPT_INPUT, OPT_OUTPUT, OPT_PAD_END,
-                                       OPT_STEPS, OPT_WARMUP, OPT_ATOL, OPT_RTOL};
+                                       OPT_STEPS, OPT_WARMUP, OPT_ATOL, OPT_RTOL, OPT_JSON, OPT_OPS};
         for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
             if (strcmp(name, opt_name(all[k])) == 0) bit = all[k];
         if (!bit || !(allowed & bit)) return usage_error("%s: unknown option '%s'", cmd, name);
         if (o->given & bit) return usage_error("%s: option %s given twice", cmd, name);
         o->given |= bit;
-        if (bit == OPT_PAD_END) {
+        if (bit & OPT_FLAGS) {
             if (eq) return usage_error("%s: %s takes no value", cmd, name);
-            o->pad_end = 1;
+            if (bit == OPT_PAD_END) o->pad_end = 1;
+            if (bit == OPT_JSON) o->json = 1;
+            if (bit == OPT_OPS) o->ops = 1;
             continue;
         }
         if (eq) val = eq + 1;
@@ -281,10 +301,41 @@ static int pick_frame(const co_model *m, const options *o, co_shape *frame, cons
 }
 
 /* ---- info ---- */
+static int max_int(int a, int b) { return a > b ? a : b; }
+static const char *op_path(const co_op_info *op) { return op->path[0] ? op->path : "(root)"; }
+
+/* The plan of `n_ops` ops, one a line: index, kind, module type, path, output frame, MACs per
+ * step, state bytes, scratch floats. */
+static int print_plan_ops(const co_model *m, int batch, const co_shape *frame, int n_ops)
+{
+    co_op_info *ops = calloc((size_t)(n_ops ? n_ops : 1), sizeof *ops);
+    if (!ops) return fail("out of memory for %d ops", n_ops);
+    co_status st = co_model_plan_ops(m, batch, frame, ops, n_ops);
+    if (st) {
+        free(ops);
+        return fail_co(st, "co_model_plan_ops");
+    }
+    int kw = 4, tw = 4, pw = 4;
+    for (int i = 0; i < n_ops; i++) {
+        kw = max_int(kw, (int)strlen(ops[i].kind));
+        tw = max_int(tw, (int)strlen(ops[i].type));
+        pw = max_int(pw, (int)strlen(op_path(&ops[i])));
+    }
+    char buf[256];
+    printf("\nops (in step order)\n");
+    printf("  %4s  %-*s  %-*s  %-*s  %-22s %12s %10s %10s\n", "op", kw, "kind", tw, "type", pw, "path", "output frame",
+           "MACs/step", "state B", "scratch F");
+    for (int i = 0; i < n_ops; i++)
+        printf("  %4d  %-*s  %-*s  %-*s  %-22s %12lld %10zu %10zu\n", i, kw, ops[i].kind, tw,
+               ops[i].type[0] ? ops[i].type : "-", pw, op_path(&ops[i]), fmt_shape(&ops[i].output_frame, buf, sizeof buf),
+               (long long)ops[i].macs, ops[i].state_bytes, ops[i].scratch_floats);
+    free(ops);
+    return 0;
+}
 static int cmd_info(int argc, char **argv)
 {
     options o;
-    int rc = parse_options("info", argc, argv, 2, OPT_BATCH | OPT_FRAME, 1, &o);
+    int rc = parse_options("info", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_OPS, 1, &o);
     if (rc) return rc;
     co_model *m = NULL;
     if (load_model(o.pos[0], &m)) return 1;
@@ -352,8 +403,59 @@ static int cmd_info(int argc, char **argv)
     printf("  state bytes   %s\n", fmt_bytes(pi.state_bytes, buf2, sizeof buf2));
     printf("  arena bytes   %s\n", fmt_bytes(pi.arena_bytes, buf2, sizeof buf2));
     printf("  ops           %d\n", pi.num_ops);
+    rc = o.ops ? print_plan_ops(m, o.batch, &frame, pi.num_ops) : 0;
     co_model_free(m);
-    return 0;
+    return rc;
+}
+
+/* ---- timing, progress ---- */
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* A progress line on stderr (frames done, frames/s, ETA) for runs that last, redrawn a few times
+ * a second; only when stderr is a terminal, so pipes, files and tests never see it. */
+#define PROGRESS_FIRST_MS 1000.0  /* runs shorter than this show nothing */
+#define PROGRESS_EVERY_MS 200.0
+typedef struct progress {
+    int on, shown;
+    int64_t total; /* 0: unknown (stdin) */
+    double start_ms, last_ms;
+    const char *what;
+} progress;
+
+static void progress_start(progress *p, const char *what, int64_t total)
+{
+    memset(p, 0, sizeof *p);
+    p->on = isatty(STDERR_FILENO);
+    p->total = total;
+    p->what = what;
+    p->start_ms = p->last_ms = now_ms();
+}
+
+static void progress_update(progress *p, int64_t done)
+{
+    if (!p->on) return;
+    const double t = now_ms();
+    if (t - p->start_ms < PROGRESS_FIRST_MS || t - p->last_ms < PROGRESS_EVERY_MS) return;
+    p->last_ms = t;
+    p->shown = 1;
+    const double rate = (double)done * 1e3 / (t - p->start_ms);
+    if (p->total > 0 && rate > 0)
+        fprintf(stderr, "\r%s %lld/%lld  %.1f /s  ETA %.1f s   ", p->what, (long long)done, (long long)p->total, rate,
+                (double)(p->total - done) / rate);
+    else
+        fprintf(stderr, "\r%s %lld  %.1f /s   ", p->what, (long long)done, rate);
+    fflush(stderr);
+}
+
+static void progress_end(progress *p)
+{
+    if (p->shown) fputs("\r\033[K", stderr); /* erase the line */
+    p->shown = 0;
 }
 
 /* ---- run ---- */
@@ -432,7 +534,7 @@ typedef struct run_ctx {
     co_model *m;
     co_stream *s;
     npy_array in;
-    float *x, *y, *ybuf, *prev;
+    float *x, *y, *ybuf;
     frames acc;
 } run_ctx;
 
@@ -444,77 +546,77 @@ static void run_free(run_ctx *c)
     free(c->x);
     free(c->y);
     free(c->ybuf);
-    free(c->prev);
     free(c->acc.data);
 }
 
-/* Streams stdin (raw float32 frames) through the stream. */
+/* End of input: the frames the end padding makes appear (co_stream_finish), emitted in order. */
+static int run_finish(const options *o, run_ctx *c, int64_t rows_out)
+{
+    const int64_t cap = co_stream_finish_max_output(c->s);
+    c->ybuf = malloc((size_t)((cap > 0 ? cap : 1) * c->acc.frame_n) * sizeof(float));
+    if (!c->ybuf) return fail("out of memory for %lld output frames", (long long)cap);
+    int64_t t_out = 0;
+    co_status st = co_stream_finish(c->s, c->ybuf, cap, &t_out);
+    if (st) return fail_co(st, "co_stream_finish (end padding)");
+    return emit_clip(o, &c->acc, c->ybuf, t_out, rows_out, c->y);
+}
+
+/* Streams stdin (raw float32 frames) through the stream: each output is emitted as soon as its
+ * frame is stepped, and with --pad-end the tail is flushed once stdin ends. */
 static int run_stdin(const options *o, run_ctx *c, int64_t in_n, int64_t rows_out)
 {
-    int64_t t_in = 0, t_out_max = 1 + co_steps_max_output(c->s, 1, 1);
+    int64_t t_in = 0;
     c->x = malloc((size_t)in_n * sizeof(float));
-    c->prev = malloc((size_t)in_n * sizeof(float));
-    c->ybuf = malloc((size_t)(t_out_max * c->acc.frame_n) * sizeof(float));
-    if (!c->x || !c->prev || !c->ybuf) return fail("out of memory for frames of %lld floats", (long long)in_n);
-    int have_prev = 0;
+    if (!c->x) return fail("out of memory for frames of %lld floats", (long long)in_n);
+    progress prog;
+    progress_start(&prog, "run: frames", 0);
     co_status st;
     for (;;) {
         const size_t want = (size_t)in_n * sizeof(float);
         size_t got = fread(c->x, 1, want, stdin);
         if (got == 0 && feof(stdin)) break;
         if (got != want) {
+            progress_end(&prog);
             if (ferror(stdin)) return fail("error reading stdin: %s", strerror(errno));
             return fail("stdin ended inside frame %lld: got %zu of %zu bytes (frame shape and --batch must match the data)",
                         (long long)t_in, got, want);
         }
-        t_in++;
-        const float *step_in = c->x;
-        if (o->pad_end) { /* hold one frame back: the last one is stepped with the end padding */
-            if (!have_prev) {
-                float *tmp = c->prev; c->prev = c->x; c->x = tmp;
-                have_prev = 1;
-                continue;
-            }
-            float *tmp = c->prev; c->prev = c->x; c->x = tmp; /* x: the held frame, prev: the new one */
-            step_in = c->x;
-        }
         int has = 0;
-        if ((st = co_forward_step(c->s, step_in, c->y, &has, 1))) return fail_co(st, "co_forward_step at frame %lld", (long long)t_in - 1);
+        if ((st = co_forward_step(c->s, c->x, c->y, &has, CO_UPDATE_STATE))) {
+            progress_end(&prog);
+            return fail_co(st, "co_forward_step at frame %lld", (long long)t_in);
+        }
+        t_in++;
         if (has && emit_frame(o, &c->acc, c->y)) return 1;
+        progress_update(&prog, t_in);
     }
-    if (o->pad_end && have_prev) {
-        int64_t t_out = 0;
-        if ((st = co_forward_steps(c->s, c->prev, 1, c->ybuf, t_out_max, &t_out, 1, 1)))
-            return fail_co(st, "co_forward_steps (last frame with end padding)");
-        if (emit_clip(o, &c->acc, c->ybuf, t_out, rows_out, c->y)) return 1;
-    }
-    return 0;
+    progress_end(&prog);
+    return o->pad_end ? run_finish(o, c, rows_out) : 0;
 }
 
-/* Streams a whole .npy clip. */
+/* Streams a whole .npy clip frame by frame, then flushes the end padding with --pad-end (the
+ * same calls as a live stream, so both give the same frames). */
 static int run_clip(const options *o, run_ctx *c, int64_t T, int64_t in_n, int64_t rows_in, int64_t rows_out)
 {
     co_status st;
-    if (o->pad_end) {
-        int64_t cap = co_steps_max_output(c->s, T, 1);
-        c->ybuf = malloc((size_t)((cap ? cap : 1) * c->acc.frame_n) * sizeof(float));
-        if (!c->ybuf) return fail("out of memory for %lld output frames", (long long)cap);
-        int64_t t_out = 0;
-        if ((st = co_forward_steps(c->s, c->in.data, T, c->ybuf, cap, &t_out, 1, 1)))
-            return fail_co(st, "co_forward_steps over %lld frames with end padding", (long long)T);
-        return emit_clip(o, &c->acc, c->ybuf, t_out, rows_out, c->y);
-    }
     c->x = malloc((size_t)in_n * sizeof(float));
     if (!c->x) return fail("out of memory");
     const int64_t S = in_n / rows_in;
+    progress prog;
+    progress_start(&prog, "run: frames", T);
     for (int64_t t = 0; t < T; t++) {
         for (int64_t r = 0; r < rows_in; r++) /* frame t out of (B, C, T, *S): time is dim 2 */
             memcpy(c->x + r * S, c->in.data + (r * T + t) * S, (size_t)S * sizeof(float));
         int has = 0;
-        if ((st = co_forward_step(c->s, c->x, c->y, &has, 1))) return fail_co(st, "co_forward_step at frame %lld", (long long)t);
+        if ((st = co_forward_step(c->s, c->x, c->y, &has, CO_UPDATE_STATE))) {
+            progress_end(&prog);
+            return fail_co(st, "co_forward_step at frame %lld", (long long)t);
+        }
         if (has && emit_frame(o, &c->acc, c->y)) return 1;
+        progress_update(&prog, t + 1);
     }
-    return 0;
+    progress_end(&prog);
+    return o->pad_end ? run_finish(o, c, rows_out) : 0;
 }
 
 static int cmd_run(int argc, char **argv)
@@ -604,14 +706,6 @@ static int cmd_run(int argc, char **argv)
     return rc;
 }
 
-/* ---- bench ---- */
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -626,82 +720,320 @@ static double quantile(const double *sorted, long n, double q)
     return i + 1 < n ? sorted[i] * (1 - f) + sorted[i + 1] * f : sorted[n - 1];
 }
 
+/* Peak resident set of this process in bytes (getrusage; Linux reports KiB). */
+#define RUSAGE_MAXRSS_UNIT 1024
+static long long peak_rss_bytes(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return -1;
+    return (long long)ru.ru_maxrss * RUSAGE_MAXRSS_UNIT;
+}
+
+/* A JSON string literal (quotes, backslashes and control characters escaped). */
+static void json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+static void json_dims(FILE *f, const co_shape *s)
+{
+    fputc('[', f);
+    for (int i = 0; i < s->ndim; i++) fprintf(f, "%s%lld", i ? ", " : "", (long long)s->dims[i]);
+    fputc(']', f);
+}
+
+/* A stream for bench and profile: model, frame shape, stream, NX distinct random input frames
+ * (cycled) and an output buffer. */
+enum { BENCH_INPUTS = 4 };
+typedef struct bench_ctx {
+    co_model *m;
+    co_stream *s;
+    co_shape frame, in_shape, out_shape;
+    int64_t in_n;
+    float *x, *y;
+} bench_ctx;
+
+static void bench_free(bench_ctx *b)
+{
+    free(b->x);
+    free(b->y);
+    co_stream_free(b->s);
+    co_model_free(b->m);
+}
+
+static int bench_open(const options *o, bench_ctx *b)
+{
+    char buf[256];
+    co_status st;
+    memset(b, 0, sizeof *b);
+    if (load_model(o->pos[0], &b->m)) return 1;
+    if (pick_frame(b->m, o, &b->frame, o->pos[0])) return 1;
+    if ((st = co_stream_create_shaped(b->m, o->batch, &b->frame, &b->s)))
+        return fail_co(st, "cannot create a stream of batch %d, frame shape %s", o->batch, fmt_shape(&b->frame, buf, sizeof buf));
+    co_stream_input_shape(b->s, &b->in_shape);
+    co_stream_output_shape(b->s, &b->out_shape);
+    b->in_n = numel_of(&b->in_shape);
+    const int64_t out_n = numel_of(&b->out_shape);
+    b->x = malloc((size_t)(BENCH_INPUTS * b->in_n) * sizeof(float));
+    b->y = malloc((size_t)(out_n ? out_n : 1) * sizeof(float));
+    if (!b->x || !b->y) return fail("out of memory");
+    uint32_t seed = 12345u; /* a fixed LCG: the same frames every run */
+    for (int64_t i = 0; i < BENCH_INPUTS * b->in_n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        b->x[i] = (float)((seed >> 8) & 0xFFFF) / 32768.0f - 1.0f;
+    }
+    return 0;
+}
+
+/* Step i of the bench (input frame i mod BENCH_INPUTS). */
+static co_status bench_step(bench_ctx *b, long i)
+{
+    int has = 0;
+    return co_forward_step(b->s, b->x + (i % BENCH_INPUTS) * b->in_n, b->y, &has, CO_UPDATE_STATE);
+}
+
+/* ---- bench ---- */
 static int cmd_bench(int argc, char **argv)
 {
     options o;
-    int rc = parse_options("bench", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_STEPS | OPT_WARMUP, 1, &o);
+    int rc = parse_options("bench", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_STEPS | OPT_WARMUP | OPT_JSON, 1, &o);
     if (rc) return rc;
-    co_model *m = NULL;
-    co_stream *s = NULL;
-    float *x = NULL, *y = NULL;
+    bench_ctx b;
     double *times = NULL;
     char buf[256], buf2[256];
-    co_shape frame, in_shape, out_shape;
     co_status st;
-    enum { NX = 4 }; /* a few distinct input frames, cycled */
-    if (load_model(o.pos[0], &m)) return 1;
     rc = 1;
-    if (pick_frame(m, &o, &frame, o.pos[0])) goto done;
-    if ((st = co_stream_create_shaped(m, o.batch, &frame, &s))) {
-        fail_co(st, "cannot create a stream of batch %d, frame shape %s", o.batch, fmt_shape(&frame, buf, sizeof buf));
-        goto done;
-    }
-    co_stream_input_shape(s, &in_shape);
-    co_stream_output_shape(s, &out_shape);
-    const int64_t in_n = numel_of(&in_shape), out_n = numel_of(&out_shape);
-    x = malloc((size_t)(NX * in_n) * sizeof(float));
-    y = malloc((size_t)(out_n ? out_n : 1) * sizeof(float));
+    if (bench_open(&o, &b)) goto done;
     times = malloc((size_t)o.steps * sizeof(double));
-    if (!x || !y || !times) {
+    if (!times) {
         fail("out of memory");
         goto done;
     }
-    uint32_t seed = 12345u;
-    for (int64_t i = 0; i < NX * in_n; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        x[i] = (float)((seed >> 8) & 0xFFFF) / 32768.0f - 1.0f;
+    progress prog;
+    progress_start(&prog, "bench: steps", o.warmup + o.steps);
+    /* the first step of a fresh stream: what a new sequence's first frame costs (cold caches) */
+    double t0 = now_ms();
+    st = bench_step(&b, 0);
+    const double first_ms = now_ms() - t0;
+    if (st) {
+        fail_co(st, "co_forward_step (first step)");
+        goto done;
     }
-    int has = 0;
-    for (long i = 0; i < o.warmup; i++)
-        if ((st = co_forward_step(s, x + (i % NX) * in_n, y, &has, 1))) {
+    for (long i = 1; i < o.warmup; i++) {
+        if ((st = bench_step(&b, i))) {
             fail_co(st, "co_forward_step (warmup %ld)", i);
             goto done;
         }
+        progress_update(&prog, i);
+    }
     double total0 = now_ms();
     for (long i = 0; i < o.steps; i++) {
-        double t0 = now_ms();
-        st = co_forward_step(s, x + (i % NX) * in_n, y, &has, 1);
+        t0 = now_ms();
+        st = bench_step(&b, i);
         times[i] = now_ms() - t0;
         if (st) {
             fail_co(st, "co_forward_step (step %ld)", i);
             goto done;
         }
+        progress_update(&prog, o.warmup + i);
     }
-    double total = now_ms() - total0;
+    const double total = now_ms() - total0;
+    progress_end(&prog);
     qsort(times, (size_t)o.steps, sizeof *times, cmp_double);
-    const double med = quantile(times, o.steps, 0.5);
+    const double p10 = quantile(times, o.steps, 0.1), p50 = quantile(times, o.steps, 0.5),
+                 p90 = quantile(times, o.steps, 0.9), p99 = quantile(times, o.steps, 0.99);
+    const double mean = total / (double)o.steps, steps_per_s = p50 > 0 ? 1000.0 / p50 : 0.0;
     co_plan_info pi;
     memset(&pi, 0, sizeof pi);
-    co_model_plan_info(m, o.batch, &frame, &pi);
+    co_model_plan_info(b.m, o.batch, &b.frame, &pi);
+    const double gmacs = p50 > 0 ? (double)pi.macs_per_step / (p50 * 1e6) : 0.0;
+    const long long rss = peak_rss_bytes();
+    if (o.json) {
+        printf("{\"model\": ");
+        json_string(stdout, o.pos[0]);
+        printf(", \"version\": ");
+        json_string(stdout, co_version_string());
+        printf(", \"backend\": ");
+        json_string(stdout, co_kernel_backend());
+        printf(", \"threads\": %d, \"batch\": %d, \"input_frame\": ", o.threads, o.batch);
+        json_dims(stdout, &b.in_shape);
+        printf(", \"output_frame\": ");
+        json_dims(stdout, &b.out_shape);
+        printf(", \"steps\": %ld, \"warmup\": %ld, \"first_step_ms\": %.6f, \"ms\": {\"min\": %.6f, \"p10\": %.6f, "
+               "\"p50\": %.6f, \"p90\": %.6f, \"p99\": %.6f, \"max\": %.6f, \"mean\": %.6f}, \"steps_per_s\": %.3f, "
+               "\"macs_per_step\": %lld, \"gmac_per_s\": %.6f, \"state_bytes\": %zu, \"arena_bytes\": %zu, "
+               "\"peak_rss_bytes\": %lld}\n",
+               o.steps, o.warmup, first_ms, times[0], p10, p50, p90, p99, times[o.steps - 1], mean, steps_per_s,
+               (long long)pi.macs_per_step, gmacs, pi.state_bytes, pi.arena_bytes, rss);
+        rc = 0;
+        goto done;
+    }
     printf("continual bench  %s\n", o.pos[0]);
-    printf("  input frame %s -> output frame %s, %ld steps after %ld warmup\n\n", fmt_shape(&in_shape, buf, sizeof buf),
-           fmt_shape(&out_shape, buf2, sizeof buf2), o.steps, o.warmup);
+    printf("  input frame %s -> output frame %s, %ld steps after %ld warmup\n", fmt_shape(&b.in_shape, buf, sizeof buf),
+           fmt_shape(&b.out_shape, buf2, sizeof buf2), o.steps, o.warmup);
+    printf("  library %s, kernels %s, threads %d\n\n", co_version_string(), co_kernel_backend(), o.threads);
     printf("  %-16s %14s\n", "metric", "value");
-    printf("  %-16s %14.4f\n", "median ms", med);
-    printf("  %-16s %14.4f\n", "p10 ms", quantile(times, o.steps, 0.1));
-    printf("  %-16s %14.4f\n", "p90 ms", quantile(times, o.steps, 0.9));
+    printf("  %-16s %14.4f\n", "first step ms", first_ms);
+    printf("  %-16s %14.4f\n", "median ms", p50);
+    printf("  %-16s %14.4f\n", "p10 ms", p10);
+    printf("  %-16s %14.4f\n", "p90 ms", p90);
+    printf("  %-16s %14.4f\n", "p99 ms", p99);
     printf("  %-16s %14.4f\n", "min ms", times[0]);
-    printf("  %-16s %14.4f\n", "mean ms", total / (double)o.steps);
-    printf("  %-16s %14.1f\n", "steps/s", med > 0 ? 1000.0 / med : 0.0);
+    printf("  %-16s %14.4f\n", "max ms", times[o.steps - 1]);
+    printf("  %-16s %14.4f\n", "mean ms", mean);
+    printf("  %-16s %14.1f\n", "steps/s", steps_per_s);
     printf("  %-16s %14lld\n", "MACs/step", (long long)pi.macs_per_step);
-    printf("  %-16s %14.3f\n", "GMAC/s", med > 0 ? (double)pi.macs_per_step / (med * 1e6) : 0.0);
+    printf("  %-16s %14.3f\n", "GMAC/s", gmacs);
+    printf("  %-16s %14zu\n", "arena bytes", pi.arena_bytes);
+    printf("  %-16s %14lld\n", "peak RSS bytes", rss);
     rc = 0;
 done:
-    free(x);
-    free(y);
     free(times);
-    co_stream_free(s);
-    co_model_free(m);
+    bench_free(&b);
+    return rc;
+}
+
+/* ---- profile ---- */
+static const int64_t *g_sort_ns; /* qsort has no context argument */
+static int cmp_op_time(const void *a, const void *b)
+{
+    const int64_t x = g_sort_ns[*(const int *)a], y = g_sort_ns[*(const int *)b];
+    if (x != y) return x > y ? -1 : 1; /* slowest first */
+    return *(const int *)a - *(const int *)b;
+}
+
+/* profile --json: the run's settings and one object per op, slowest first. */
+static void print_profile_json(const options *o, const bench_ctx *b, const co_op_info *ops, const int64_t *ns,
+                               const int *order, int n, double total_ms)
+{
+    int64_t sum_ns = 0;
+    for (int i = 0; i < n; i++) sum_ns += ns[i];
+    printf("{\"model\": ");
+    json_string(stdout, o->pos[0]);
+    printf(", \"version\": ");
+    json_string(stdout, co_version_string());
+    printf(", \"backend\": ");
+    json_string(stdout, co_kernel_backend());
+    printf(", \"threads\": %d, \"batch\": %d, \"input_frame\": ", o->threads, o->batch);
+    json_dims(stdout, &b->in_shape);
+    printf(", \"steps\": %ld, \"warmup\": %ld, \"step_ms\": %.6f, \"op_ms\": %.6f, \"ops\": [", o->steps, o->warmup,
+           total_ms, (double)sum_ns * 1e-6);
+    for (int r = 0; r < n; r++) {
+        const int i = order[r];
+        printf("%s\n  {\"op\": %d, \"kind\": ", r ? "," : "", i);
+        json_string(stdout, ops[i].kind);
+        printf(", \"type\": ");
+        json_string(stdout, ops[i].type);
+        printf(", \"path\": ");
+        json_string(stdout, ops[i].path);
+        printf(", \"output_frame\": ");
+        json_dims(stdout, &ops[i].output_frame);
+        printf(", \"macs_per_step\": %lld, \"total_ms\": %.6f, \"us_per_step\": %.4f}", (long long)ops[i].macs,
+               (double)ns[i] * 1e-6, (double)ns[i] * 1e-3 / (double)o->steps);
+    }
+    printf("\n]}\n");
+}
+
+static int cmd_profile(int argc, char **argv)
+{
+    options o;
+    int rc = parse_options("profile", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_STEPS | OPT_WARMUP | OPT_JSON, 1, &o);
+    if (rc) return rc;
+    bench_ctx b;
+    co_op_info *ops = NULL;
+    int64_t *ns = NULL;
+    int *order = NULL;
+    char buf[256], buf2[256];
+    co_status st;
+    rc = 1;
+    if (bench_open(&o, &b)) goto done;
+    co_plan_info pi;
+    if ((st = co_model_plan_info(b.m, o.batch, &b.frame, &pi))) {
+        fail_co(st, "co_model_plan_info");
+        goto done;
+    }
+    const int n = pi.num_ops;
+    ops = calloc((size_t)(n ? n : 1), sizeof *ops);
+    ns = calloc((size_t)(n ? n : 1), sizeof *ns);
+    order = calloc((size_t)(n ? n : 1), sizeof *order);
+    if (!ops || !ns || !order) {
+        fail("out of memory for %d ops", n);
+        goto done;
+    }
+    if ((st = co_model_plan_ops(b.m, o.batch, &b.frame, ops, n))) {
+        fail_co(st, "co_model_plan_ops");
+        goto done;
+    }
+    progress prog;
+    progress_start(&prog, "profile: steps", o.warmup + o.steps);
+    for (long i = 0; i < o.warmup; i++) {
+        if ((st = bench_step(&b, i))) {
+            fail_co(st, "co_forward_step (warmup %ld)", i);
+            goto done;
+        }
+        progress_update(&prog, i);
+    }
+    co_stream_set_profile(b.s, ns);
+    const double t0 = now_ms();
+    for (long i = 0; i < o.steps; i++) {
+        if ((st = bench_step(&b, i))) {
+            fail_co(st, "co_forward_step (step %ld)", i);
+            goto done;
+        }
+        progress_update(&prog, o.warmup + i);
+    }
+    const double total_ms = now_ms() - t0;
+    co_stream_set_profile(b.s, NULL);
+    progress_end(&prog);
+    int64_t sum_ns = 0;
+    for (int i = 0; i < n; i++) {
+        sum_ns += ns[i];
+        order[i] = i;
+    }
+    g_sort_ns = ns;
+    qsort(order, (size_t)n, sizeof *order, cmp_op_time);
+    int kw = 4, tw = 4, pw = 4;
+    for (int i = 0; i < n; i++) {
+        kw = max_int(kw, (int)strlen(ops[i].kind));
+        tw = max_int(tw, (int)strlen(ops[i].type));
+        pw = max_int(pw, (int)strlen(op_path(&ops[i])));
+    }
+    if (o.json) {
+        print_profile_json(&o, &b, ops, ns, order, n, total_ms);
+        rc = 0;
+        goto done;
+    }
+    printf("continual profile  %s\n", o.pos[0]);
+    printf("  input frame %s -> output frame %s, %ld steps after %ld warmup; library %s, kernels %s, threads %d\n\n",
+           fmt_shape(&b.in_shape, buf, sizeof buf), fmt_shape(&b.out_shape, buf2, sizeof buf2), o.steps, o.warmup,
+           co_version_string(), co_kernel_backend(), o.threads);
+    printf("  %4s  %10s %10s %6s %6s  %-*s  %-*s  %-*s  %-22s %12s\n", "op", "total ms", "us/step", "%", "cum %", kw, "kind",
+           tw, "type", pw, "path", "output frame", "MACs/step");
+    double cum = 0;
+    for (int r = 0; r < n; r++) {
+        const int i = order[r];
+        const double share = sum_ns > 0 ? 100.0 * (double)ns[i] / (double)sum_ns : 0.0;
+        cum += share;
+        printf("  %4d  %10.3f %10.2f %6.1f %6.1f  %-*s  %-*s  %-*s  %-22s %12lld\n", i, (double)ns[i] * 1e-6,
+               (double)ns[i] * 1e-3 / (double)o.steps, share, cum, kw, ops[i].kind, tw, ops[i].type[0] ? ops[i].type : "-", pw,
+               op_path(&ops[i]), fmt_shape(&ops[i].output_frame, buf, sizeof buf), (long long)ops[i].macs);
+    }
+    printf("\n  ops %d, op time %.3f ms, step time %.3f ms over %ld steps (%.1f%% outside the ops: the executor, copies\n"
+           "  and the clock itself)\n",
+           n, (double)sum_ns * 1e-6, total_ms, o.steps,
+           total_ms > 0 ? 100.0 * (total_ms - (double)sum_ns * 1e-6) / total_ms : 0.0);
+    rc = 0;
+done:
+    free(ops);
+    free(ns);
+    free(order);
+    bench_free(&b);
     return rc;
 }
 
@@ -762,9 +1094,11 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "info") == 0) return cmd_info(argc, argv);
     if (strcmp(cmd, "run") == 0) return cmd_run(argc, argv);
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc, argv);
+    if (strcmp(cmd, "profile") == 0) return cmd_profile(argc, argv);
     if (strcmp(cmd, "compare") == 0) return cmd_compare(argc, argv);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-        printf("continual %d.%d.%d\n", CO_VERSION_MAJOR, CO_VERSION_MINOR, CO_VERSION_PATCH);
+        /* the tool's own version (the header it was built with) and the library's it runs with */
+        printf("continual %s (library %s, kernels %s)\n", CO_VERSION_STRING, co_version_string(), co_kernel_backend());
         return 0;
     }
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {

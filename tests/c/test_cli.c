@@ -1,7 +1,9 @@
 /*
  * test_cli.c — runs the built `continual` tool on the bundled demo model: info, run (.npy in
  * and out, float64 input, --pad-end, raw frames through stdin/stdout), bench, compare, and the
- * error cases (each must exit non-zero — 2 for bad usage — with a message on stderr).
+ * error cases (each must exit non-zero — 2 for bad usage — with a message on stderr); info --ops and
+ * profile list every op of the plan; run --input - on a pipe emits each output before the input
+ * ends and the end padding's frames once it ends (tests/fuzz/tiny.safetensors has end padding).
  *
  * usage: test_cli PATH/TO/continual PATH/TO/examples
  */
@@ -10,8 +12,12 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "cli/npy.h"
 #include "testutil.h"
@@ -127,6 +133,292 @@ static void write_npy_raw(const char *path, const char *dict, const void *data, 
     tu_str_free(&s);
 }
 
+/* ---- info --ops, profile: one line per op of the plan ---- */
+
+/* The integer after `key` in `text` (-1 if absent). */
+static long long value_after(const char *text, const char *key)
+{
+    const char *p = strstr(text, key);
+    return p ? strtoll(p + strlen(key), NULL, 10) : -1;
+}
+
+/* Splits `line` (modified) into at most `max` space-separated tokens. */
+static int tokens(char *line, char **tok, int max)
+{
+    int n = 0;
+    for (char *t = strtok(line, " "); t && n < max; t = strtok(NULL, " ")) tok[n++] = t;
+    return n;
+}
+
+/* info --ops on `model`: one row per op (indices 0..ops-1 in order), the MACs of the rows sum to
+ * MACs/step, their state bytes to at most the plan's state bytes, output frames have the batch. */
+static void check_info_ops(const char *model, int batch)
+{
+    EXPECT_EXIT(0, "info '%s' --ops --batch %d", model, batch);
+    const long long n_ops = value_after(g_stdout_text, "\n  ops           ");
+    const long long macs = value_after(g_stdout_text, "MACs/step     ");
+    const long long state = value_after(g_stdout_text, "state bytes   ");
+    TU_CHECK(n_ops > 0 && macs > 0 && state >= 0, "info --ops: no plan totals:\n%s", g_stdout_text);
+    const char *table = strstr(g_stdout_text, "ops (in step order)\n");
+    TU_CHECK(table != NULL, "info --ops prints no op table:\n%s", g_stdout_text);
+    if (!table) return;
+    char *copy = strdup(strchr(table, '\n') + 1);
+    if (!copy) exit(99);
+    long long rows = 0, mac_sum = 0, state_sum = 0;
+    char *save = NULL;
+    int header = 1;
+    for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (header) { /* column names */
+            expect_in(line, "MACs/step", "info --ops header");
+            header = 0;
+            continue;
+        }
+        char *tok[32];
+        const int nt = tokens(line, tok, 32);
+        TU_CHECK(nt >= 8, "info --ops row '%s' has %d fields", line, nt);
+        if (nt < 8) break;
+        TU_CHECK(strtoll(tok[0], NULL, 10) == rows, "info --ops row %lld has index %s", rows, tok[0]);
+        char want[32];
+        snprintf(want, sizeof want, "(%d,", batch);
+        TU_CHECK(strcmp(tok[4], want) == 0, "info --ops row %lld: output frame starts '%s', not with the batch", rows, tok[4]);
+        const long long m = strtoll(tok[nt - 3], NULL, 10), sb = strtoll(tok[nt - 2], NULL, 10),
+                        sf = strtoll(tok[nt - 1], NULL, 10);
+        TU_CHECK(m >= 0 && sb >= 0 && sf >= 0, "info --ops row %lld: negative sizes", rows);
+        mac_sum += m;
+        state_sum += sb;
+        rows++;
+    }
+    free(copy);
+    TU_CHECK(rows == n_ops, "info --ops lists %lld ops, the plan has %lld", rows, n_ops);
+    TU_CHECK(mac_sum == macs, "info --ops: the ops' MACs sum to %lld, MACs/step is %lld", mac_sum, macs);
+    TU_CHECK(state_sum > 0 && state_sum <= state, "info --ops: the ops' state bytes sum to %lld, the plan's state is %lld",
+             state_sum, state);
+
+    /* profile: the same ops, each once, sorted by time */
+    EXPECT_EXIT(0, "profile '%s' --batch %d --steps 40 --warmup 2", model, batch);
+    const char *ptable = strstr(g_stdout_text, "cum %");
+    TU_CHECK(ptable != NULL, "profile prints no table:\n%s", g_stdout_text);
+    if (!ptable) return;
+    copy = strdup(strchr(ptable, '\n') + 1);
+    if (!copy) exit(99);
+    char *seen = calloc((size_t)n_ops, 1);
+    if (!seen) exit(99);
+    long long prows = 0;
+    double last_ms = INFINITY, cum = 0;
+    for (char *line = strtok_r(copy, "\n", &save); line && line[0]; line = strtok_r(NULL, "\n", &save)) {
+        char *tok[32];
+        const int nt = tokens(line, tok, 32);
+        if (nt >= 1 && strcmp(tok[0], "ops") == 0) break; /* the footer */
+        TU_CHECK(nt >= 9, "profile row '%s' has %d fields", line, nt);
+        if (nt < 9) break;
+        const long long i = strtoll(tok[0], NULL, 10);
+        const double ms = strtod(tok[1], NULL);
+        cum = strtod(tok[4], NULL);
+        TU_CHECK(i >= 0 && i < n_ops && !seen[i], "profile row %lld names op %lld twice or out of range", prows, i);
+        if (i >= 0 && i < n_ops) seen[i] = 1;
+        TU_CHECK(ms >= 0 && ms <= last_ms, "profile rows are not sorted by time (%g after %g ms)", ms, last_ms);
+        last_ms = ms;
+        prows++;
+    }
+    free(copy);
+    free(seen);
+    TU_CHECK(prows == n_ops, "profile lists %lld ops, the plan has %lld", prows, n_ops);
+    TU_CHECK(fabs(cum - 100.0) < 0.5, "profile: the shares add up to %g %%", cum);
+    TU_CHECK(value_after(g_stdout_text, "\n  ops ") == n_ops, "profile footer names another op count:\n%s", g_stdout_text);
+}
+
+/* ---- run --input -: outputs as soon as they exist, the tail at the end of the input ---- */
+
+/* Writes the first k frames of `fr` (k frames of n_in floats each) as a clip (1, C, k, S) .npy. */
+static void write_prefix_clip(const char *path, const float *fr, int64_t k, int64_t C, int64_t S)
+{
+    float *clip = malloc((size_t)(k * C * S + 1) * sizeof(float));
+    if (!clip) exit(99);
+    for (int64_t t = 0; t < k; t++)
+        for (int64_t c = 0; c < C; c++) memcpy(clip + (c * k + t) * S, fr + (t * C + c) * S, (size_t)S * sizeof(float));
+    char dict[256];
+    snprintf(dict, sizeof dict, "{'descr': '<f4', 'fortran_order': False, 'shape': (1, %lld, %lld, %lld), }", (long long)C,
+             (long long)k, (long long)S);
+    write_npy_raw(path, dict, clip, (size_t)(k * C * S) * sizeof(float));
+    free(clip);
+}
+
+/* `continual run --input FILE` on the first k frames: its output clip (B=1, C', n, S'). */
+static int run_prefix(const char *model, const float *fr, int64_t k, int64_t C, int64_t S, int pad_end, const char *clip_path,
+                      const char *out_path, npy_array *out)
+{
+    write_prefix_clip(clip_path, fr, k, C, S);
+    EXPECT_EXIT(0, "run '%s' --input '%s' --output '%s'%s", model, clip_path, out_path, pad_end ? " --pad-end" : "");
+    char err[512];
+    if (npy_read_f32(out_path, out, err, sizeof err)) {
+        TU_CHECK(0, "cannot read %s: %s", out_path, err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads exactly n bytes from fd, waiting at most timeout_ms for each chunk; -1 on EOF or timeout. */
+static int read_within(int fd, void *buf, size_t n, int timeout_ms)
+{
+    size_t got = 0;
+    while (got < n) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, timeout_ms) <= 0) return -1;
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r <= 0) return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+/* Output frame t of a clip (1, C', n, S') against raw frame `raw` (C' * S' floats). */
+static double frame_diff(const npy_array *clip, int64_t t, const float *raw)
+{
+    const int64_t Co = clip->shape[1], n = clip->shape[2], So = clip->numel / (Co * n);
+    double d = 0;
+    for (int64_t c = 0; c < Co; c++)
+        for (int64_t k = 0; k < So; k++) {
+            double e = fabs((double)raw[c * So + k] - clip->data[(c * n + t) * So + k]);
+            if (!(e <= d)) d = e;
+        }
+    return d;
+}
+
+/* The live frames raw (n frames of n_out floats) against co_forward_steps with CO_PAD_END over the
+ * same LIVE_FRAMES input frames, called here through the library (not through the tool). */
+static void check_against_library(const char *model, const float *fr, int64_t C, int64_t S, const float *raw, int64_t n,
+                                  int64_t n_out);
+
+#define LIVE_TIMEOUT_MS 60000 /* a loaded machine; a held-back frame never arrives at all */
+#define LIVE_MAX_FIRST 64
+
+#define LIVE_FRAMES 24
+#define LIVE_ATOL 1e-6 /* the same products in the same order: equal up to float rounding at most */
+static void check_against_library(const char *model, const float *fr, int64_t C, int64_t S, const float *raw, int64_t n,
+                                  int64_t n_out)
+{
+    co_model *m = NULL;
+    co_stream *s = NULL;
+    TU_STATUS(co_model_load(model, &m), CO_OK, model);
+    if (m) TU_STATUS(co_stream_create(m, 1, &s), CO_OK, "stream of batch 1");
+    const int64_t cap = s ? co_steps_max_output(s, LIVE_FRAMES, CO_PAD_END) : 0;
+    float *clip = malloc((size_t)(LIVE_FRAMES * C * S) * sizeof(float)), *y = malloc((size_t)((cap + 1) * n_out) * sizeof(float));
+    if (!clip || !y) exit(99);
+    for (int64_t t = 0; t < LIVE_FRAMES; t++) /* frames (T, C, S) -> clip (1, C, T, S) */
+        for (int64_t c = 0; c < C; c++) memcpy(clip + (c * LIVE_FRAMES + t) * S, fr + (t * C + c) * S, (size_t)S * sizeof(float));
+    int64_t t_out = -1;
+    if (s) TU_STATUS(co_forward_steps(s, clip, LIVE_FRAMES, y, cap, &t_out, CO_PAD_END, CO_UPDATE_STATE), CO_OK, "forward_steps");
+    TU_CHECK(t_out == n, "the tool gave %lld frames live, co_forward_steps with CO_PAD_END %lld", (long long)n, (long long)t_out);
+    if (s && t_out == n) {
+        co_shape out;
+        co_stream_output_shape(s, &out);
+        const int64_t Co = out.dims[1], So = n_out / Co;
+        double d = 0;
+        for (int64_t t = 0; t < n; t++) /* y is (1, C', n, S'), raw frame t is (1, C', S') */
+            for (int64_t c = 0; c < Co; c++)
+                for (int64_t k = 0; k < So; k++) {
+                    const double e = fabs((double)y[(c * n + t) * So + k] - raw[t * n_out + c * So + k]);
+                    if (!(e <= d)) d = e;
+                }
+        TU_CHECK(d <= LIVE_ATOL, "live frames differ from co_forward_steps with CO_PAD_END by %g", d);
+    }
+    free(clip);
+    free(y);
+    co_stream_free(s);
+    co_model_free(m);
+}
+
+static void check_live_stream(const char *model)
+{
+    char clip_path[256], out_path[256];
+    tu_temp_path("cli_live_in", "npy", clip_path, sizeof clip_path);
+    tu_temp_path("cli_live_out", "npy", out_path, sizeof out_path);
+    EXPECT_EXIT(0, "info '%s'", model);
+    /* the model's frame (C, S) from info: "frame shape   (C, S)" */
+    long long C = 0, S = 0;
+    const char *fs = strstr(g_stdout_text, "frame shape   (");
+    TU_CHECK(fs && sscanf(fs, "frame shape   (%lld, %lld)", &C, &S) == 2, "no 2-d frame shape in info of %s", model);
+    if (C < 1 || S < 1) return;
+    const int64_t n_in = C * S;
+    float *fr = malloc((size_t)(LIVE_MAX_FIRST * n_in) * sizeof(float));
+    if (!fr) exit(99);
+    for (int64_t i = 0; i < LIVE_MAX_FIRST * n_in; i++) fr[i] = (float)sin(0.37 * (double)i) + 0.25f * (float)(i % 7);
+
+    /* the first frame k after which an output exists, from runs on files */
+    int64_t first = 0;
+    npy_array ref;
+    for (int64_t k = 1; k <= LIVE_MAX_FIRST && !first; k++) {
+        if (run_prefix(model, fr, k, C, S, 0, clip_path, out_path, &ref)) break;
+        if (ref.shape[2] > 0) first = k;
+        npy_free(&ref);
+    }
+    TU_CHECK(first > 0 && first < LIVE_FRAMES, "no output within %d frames of %s", LIVE_MAX_FIRST, model);
+    npy_array plain, padded;
+    if (first == 0 || first >= LIVE_FRAMES || run_prefix(model, fr, LIVE_FRAMES, C, S, 0, clip_path, out_path, &plain)) goto out;
+    if (run_prefix(model, fr, LIVE_FRAMES, C, S, 1, clip_path, out_path, &padded)) {
+        npy_free(&plain);
+        goto out;
+    }
+    const int64_t n_plain = plain.shape[2], n_padded = padded.shape[2];
+    TU_CHECK(n_padded > n_plain, "%s has no end padding to flush (%lld vs %lld frames)", model, (long long)n_padded,
+             (long long)n_plain);
+    const int64_t n_out = plain.numel / (n_plain ? n_plain : 1);
+    float *raw = malloc((size_t)(n_padded * n_out + 1) * sizeof(float));
+    if (!raw) exit(99);
+
+    /* the tool on a pipe: stdin stays open while we read what must already be out */
+    int to_child[2], from_child[2];
+    TU_CHECK(pipe(to_child) == 0 && pipe(from_child) == 0, "pipe: %s", strerror(errno));
+    signal(SIGPIPE, SIG_IGN);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(to_child[0], 0);
+        dup2(from_child[1], 1);
+        close(to_child[0]);
+        close(to_child[1]);
+        close(from_child[0]);
+        close(from_child[1]);
+        execl(g_cli, g_cli, "run", model, "--input", "-", "--output", "-", "--pad-end", (char *)NULL);
+        _exit(127);
+    }
+    close(to_child[0]);
+    close(from_child[1]);
+    const size_t in_bytes = (size_t)n_in * sizeof(float), out_bytes = (size_t)n_out * sizeof(float);
+    /* frames up to the first output: that output must come while stdin is still open */
+    TU_CHECK(write(to_child[1], fr, (size_t)first * in_bytes) == (ssize_t)((size_t)first * in_bytes), "write to the tool");
+    TU_CHECK(read_within(from_child[0], raw, out_bytes, LIVE_TIMEOUT_MS) == 0,
+             "run --input - --pad-end: no output within %d ms after %lld frames (held back?)", LIVE_TIMEOUT_MS, (long long)first);
+    /* the rest: every output of the plain run must be out before the end of the input */
+    const size_t rest = (size_t)(LIVE_FRAMES - first) * in_bytes;
+    TU_CHECK(write(to_child[1], fr + first * n_in, rest) == (ssize_t)rest, "write to the tool");
+    TU_CHECK(n_plain < 2 || read_within(from_child[0], raw + n_out, (size_t)(n_plain - 1) * out_bytes, LIVE_TIMEOUT_MS) == 0,
+             "run --input - --pad-end: fewer than %lld outputs before the end of the input", (long long)n_plain);
+    close(to_child[1]); /* end of input: the tail follows */
+    TU_CHECK(read_within(from_child[0], raw + n_plain * n_out, (size_t)(n_padded - n_plain) * out_bytes, LIVE_TIMEOUT_MS) == 0,
+             "run --input - --pad-end: the %lld tail frames did not come", (long long)(n_padded - n_plain));
+    char extra;
+    TU_CHECK(read_within(from_child[0], &extra, 1, LIVE_TIMEOUT_MS) != 0, "run --input - wrote more than %lld frames",
+             (long long)n_padded);
+    close(from_child[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    TU_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "run --input - --pad-end exited with status %d", status);
+    check_against_library(model, fr, C, S, raw, n_padded, n_out);
+    for (int64_t t = 0; t < n_padded; t++) {
+        TU_CHECK(frame_diff(&padded, t, raw + t * n_out) == 0, "live frame %lld differs from run on a file --pad-end",
+                 (long long)t);
+        if (t < n_plain)
+            TU_CHECK(frame_diff(&plain, t, raw + t * n_out) == 0, "live frame %lld differs from run on a file", (long long)t);
+    }
+    free(raw);
+    npy_free(&plain);
+    npy_free(&padded);
+out:
+    free(fr);
+    remove(clip_path);
+    remove(out_path);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -230,10 +522,27 @@ int main(int argc, char **argv)
         TU_CHECK(0, "cannot read %s: %s", g_input, err);
     }
 
+    /* ---- info --ops, profile, live streams ---- */
+    char tiny[1024];
+    snprintf(tiny, sizeof tiny, "%s/../tests/fuzz/tiny.safetensors", g_dir);
+    check_info_ops(g_model, 1);
+    check_info_ops(g_model, 2);
+    check_info_ops(tiny, 1);
+    check_live_stream(tiny);
+    EXPECT_EXIT(2, "profile '%s' --ops", g_model);
+    EXPECT_EXIT(2, "profile '%s' --steps 0", g_model);
+    EXPECT_EXIT(2, "info '%s' --ops=1", g_model);
+
     /* ---- bench, compare, version ---- */
     EXPECT_EXIT(0, "bench '%s' --steps 5 --warmup 1", g_model);
     expect_in(g_stdout_text, "median ms", "bench");
     expect_in(g_stdout_text, "steps/s", "bench");
+    expect_in(g_stdout_text, "first step ms", "bench");
+    expect_in(g_stdout_text, "p99 ms", "bench");
+    expect_in(g_stdout_text, "max ms", "bench");
+    expect_in(g_stdout_text, "threads", "bench");
+    expect_in(g_stdout_text, "kernels", "bench");
+    expect_in(g_stdout_text, "peak RSS bytes", "bench");
     EXPECT_EXIT(0, "bench '%s' --steps 3 --warmup 0 --batch 2 --frame-shape 3,8,8", g_model);
     EXPECT_EXIT(0, "compare '%s' '%s'", g_expected, g_expected);
     EXPECT_EXIT(1, "compare '%s' '%s'", g_input, g_expected);
