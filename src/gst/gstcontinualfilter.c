@@ -23,18 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef CO_UPDATE_STATE /* TEMPORARY until co_stream_finish lands from main */
-#define CO_UPDATE_STATE 1
-static int64_t co_stream_finish_max_output(const co_stream *stream) { return co_steps_max_output(stream, 0, 1); }
-static co_status co_stream_finish(co_stream *stream, float *y, int64_t y_frames, int64_t *t_out)
-{
-    co_status st = co_forward_steps(stream, NULL, 0, y, y_frames, t_out, 1, 1);
-    if (st == CO_OK)
-        co_stream_clean(stream);
-    return st;
-}
-#endif
-
 /* GST_PLUGIN_DEFINE reads the source package's name from PACKAGE */
 #define PACKAGE "continual-c"
 #define CO_GST_ORIGIN "continual-c"
@@ -311,7 +299,8 @@ static gboolean open_model(GstContinualFilter *self)
                           (NULL));
         goto done;
     }
-    if (threads > 1) /* TODO(threads branch): co_stream_set_threads once the library has it */
+    /* The library has no intra-step threads yet (issue 9): once it has, pass `threads` on here. */
+    if (threads > 1)
         GST_ELEMENT_WARNING(self, RESOURCE, SETTINGS,
                             ("threads=%d: this libcontinual has no intra-step threads; stepping on one thread", threads),
                             (NULL));
@@ -876,6 +865,7 @@ static void gst_continual_filter_init(GstContinualFilter *self)
 static gboolean plugin_init(GstPlugin *plugin)
 {
     GST_DEBUG_CATEGORY_INIT(co_gst_debug, "continualfilter", 0, "continual-c inference filter");
+    GST_INFO("libcontinual %s", co_version_string());
     return gst_element_register(plugin, "continualfilter", GST_RANK_NONE, GST_TYPE_CONTINUAL_FILTER);
 }
 

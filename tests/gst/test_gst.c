@@ -274,7 +274,7 @@ static void check_outputs(const char *what, const char *model_path, int batch, c
     float *y = g_new(float, y_floats);
     for (int64_t t = 0; t < f->t; t++) {
         int has = 0;
-        CHECK(co_forward_step(stream, f->x + (size_t)t * f->frame_floats, y, &has, 1) == CO_OK, "%s: step", what);
+        CHECK(co_forward_step(stream, f->x + (size_t)t * f->frame_floats, y, &has, CO_UPDATE_STATE) == CO_OK, "%s: step", what);
         if (has) {
             g_array_append_vals(step_y, y, (guint)y_floats);
             GstClockTime pts = f->pts[t >= delay ? t - delay : 0];
@@ -294,7 +294,7 @@ static void check_outputs(const char *what, const char *model_path, int batch, c
     int64_t max_out = co_steps_max_output(clip_stream, f->t, pad_end);
     float *clip_y = g_new(float, y_floats * (size_t)(max_out > 0 ? max_out : 1));
     int64_t t_out = 0;
-    CHECK(co_forward_steps(clip_stream, clip, f->t, clip_y, max_out, &t_out, pad_end, 1) == CO_OK,
+    CHECK(co_forward_steps(clip_stream, clip, f->t, clip_y, max_out, &t_out, pad_end, CO_UPDATE_STATE) == CO_OK,
           "%s: forward_steps: %s", what, co_last_error());
     const size_t out_bc = (size_t)out_shape.dims[0] * (size_t)out_shape.dims[1];
     const size_t out_slice = y_floats / out_bc;
@@ -415,6 +415,32 @@ static void audio_case(const char *what, const char *model, const char *format, 
     free_result(&r);
 }
 
+/* A pipeline that must fail: an ERROR on the bus (no EOS first) whose message contains `expected`. */
+static void error_case(const char *what, const char *description, const char *expected)
+{
+    GError *err = NULL;
+    GstElement *pipeline = gst_parse_launch(description, &err);
+    CHECK(pipeline != NULL, "%s: pipeline: %s", what, err ? err->message : "?");
+    gst_element_set_state(pipeline, GST_STATE_PLAYING);
+    GstBus *bus = gst_element_get_bus(pipeline);
+    GstMessage *msg = gst_bus_timed_pop_filtered(bus, PIPELINE_TIMEOUT, GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+    gchar *text = NULL;
+    if (msg && GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) {
+        gst_message_parse_error(msg, &err, NULL);
+        text = g_strdup(err->message);
+        g_clear_error(&err);
+    }
+    if (msg)
+        gst_message_unref(msg);
+    gst_element_set_state(pipeline, GST_STATE_NULL);
+    gst_object_unref(bus);
+    gst_object_unref(pipeline);
+    fprintf(stderr, "%s: %s\n", what, text ? text : "(no error)");
+    gboolean found = text && strstr(text, expected) != NULL;
+    g_free(text);
+    CHECK(found, "%s: expected an error containing \"%s\"", what, expected);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 5) {
@@ -440,6 +466,28 @@ int main(int argc, char **argv)
     /* mono: frame (1,), one sample per frame, batch 2 = 2 channels */
     audio_case("audio F32LE mono batch 2", mono, "F32LE", 2, &none, 3, 20, 8000, TRUE, "2:2", 8000, 1);
     audio_case("audio S16LE mono, no pad-end", mono, "S16LE", 1, &one_value, 2, 25, 8000, FALSE, "2:1", 8000, 1);
+
+    /* errors: messages on the bus, no crash */
+    gchar *desc;
+    desc = g_strdup_printf("videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=10,height=12 ! "
+                           "continualfilter model=\"%s\" ! fakesink", demo);
+    error_case("wrong frame size", desc, "which expects video/x-raw, width=(int)12, height=(int)12");
+    g_free(desc);
+    desc = g_strdup_printf("videotestsrc num-buffers=2 ! video/x-raw,format=GRAY8,width=12,height=12 ! "
+                           "continualfilter model=\"%s\" ! fakesink", demo);
+    error_case("GRAY8 into an RGB model", desc, "format=(string){ RGB, BGR }");
+    g_free(desc);
+    desc = g_strdup_printf("audiotestsrc num-buffers=2 ! audio/x-raw,format=S16LE,channels=1 ! "
+                           "continualfilter model=\"%s\" ! fakesink", stereo);
+    error_case("mono into a stereo model", desc, "channels=(int)2");
+    g_free(desc);
+    desc = g_strdup_printf("audiotestsrc num-buffers=2 ! continualfilter model=\"%s\" ! fakesink", demo);
+    error_case("audio into a video model", desc, "which expects video/x-raw");
+    g_free(desc);
+    error_case("bad model path",
+               "videotestsrc num-buffers=2 ! continualfilter model=/nonexistent/model.safetensors ! fakesink",
+               "could not load the model /nonexistent/model.safetensors: CO_ERR_IO");
+    error_case("no model", "videotestsrc num-buffers=2 ! continualfilter ! fakesink", "no model");
 
     if (failures) {
         fprintf(stderr, "%d failure(s)\n", failures);
