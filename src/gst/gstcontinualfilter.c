@@ -28,7 +28,8 @@
 #define CO_GST_ORIGIN "continual-c"
 
 /* Property limits. A batch is that many sequences side by side in one buffer (docs/gstreamer.md);
- * the bound keeps height x batch and channels x batch inside a gint. */
+ * open_model also checks that batch x height (video) or batch x channels (audio) fits the gint of
+ * the caps. */
 #define CO_GST_MAX_BATCH 4096
 #define CO_GST_MAX_THREADS 1024
 #define CO_GST_DEFAULT_BATCH 1
