@@ -19,6 +19,9 @@
 #include <time.h>
 
 #include "cli/npy.h"
+#ifdef CO_HAVE_NATS
+#include "cli/serve.h"
+#endif
 
 #define EXIT_USAGE 2
 
@@ -38,6 +41,9 @@ static const char k_usage[] =
     "      times co_forward_step: median / p10 / p90 ms per step and steps/s\n"
     "  compare A.npy B.npy [--atol X] [--rtol X]\n"
     "      exit 0 if the arrays have one shape and |a - b| <= atol + rtol * |b| everywhere\n"
+    "  serve MODEL [--nats URL[,URL...]] [--prefix P] [--max-streams N] [--checkpoint-every K] [--lease-ms L]\n"
+    "        [--replicas R] [--name W] [--stats-ms M] [--dup-window-s S] [--setup]\n"
+    "      a worker of a pool serving live streams over NATS JetStream (docs/serve.md)\n"
     "  version\n";
 
 /* ---- errors ---- */
@@ -763,6 +769,14 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "run") == 0) return cmd_run(argc, argv);
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc, argv);
     if (strcmp(cmd, "compare") == 0) return cmd_compare(argc, argv);
+    if (strcmp(cmd, "serve") == 0) {
+#ifdef CO_HAVE_NATS
+        return co_cli_serve(argc, argv);
+#else
+        fputs("continual: this build has no `serve` (configure with libnats-dev installed)\n", stderr);
+        return 1;
+#endif
+    }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("continual %d.%d.%d\n", CO_VERSION_MAJOR, CO_VERSION_MINOR, CO_VERSION_PATCH);
         return 0;
