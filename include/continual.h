@@ -38,6 +38,17 @@ extern "C" {
 #define CO_VERSION_MAJOR 0
 #define CO_VERSION_MINOR 1
 #define CO_VERSION_PATCH 0
+/* The same as one number (MAJOR * 10000 + MINOR * 100 + PATCH) and as a string. */
+#define CO_VERSION_NUMBER (CO_VERSION_MAJOR * 10000 + CO_VERSION_MINOR * 100 + CO_VERSION_PATCH)
+#define CO_VERSION_STR_(a, b, c) #a "." #b "." #c
+#define CO_VERSION_STR_EXPAND_(a, b, c) CO_VERSION_STR_(a, b, c)
+#define CO_VERSION_STRING CO_VERSION_STR_EXPAND_(CO_VERSION_MAJOR, CO_VERSION_MINOR, CO_VERSION_PATCH)
+
+/* Named values of the int flags that co_forward_step(s) and co_forward_step_streams take (plain
+ * 0 / 1 stay valid): update_state is CO_UPDATE_STATE or CO_PEEK, pad_end is CO_PAD_END or
+ * CO_NO_PAD_END. */
+enum { CO_PEEK = 0, CO_UPDATE_STATE = 1 };
+enum { CO_NO_PAD_END = 0, CO_PAD_END = 1 };
 
 /* Largest tensor rank the library handles: (B, C, T, D, H, W) plus one spare. */
 #define CO_MAX_DIMS 8
@@ -55,6 +66,11 @@ typedef enum co_status {
     CO_ERR_STATE = 9,            /* a saved state does not belong to this stream's model */
     CO_ERR_UNSUPPORTED = 10      /* valid, but not (yet) supported by this library */
 } co_status;
+
+/* Version of the library loaded at run time (which may differ from the header compiled against):
+ * CO_VERSION_NUMBER and CO_VERSION_STRING of its build. Never fail; the string is static. */
+CO_API int co_version(void);
+CO_API const char *co_version_string(void);
 
 /* Short name of a status code ("CO_ERR_SHAPE"); never NULL. */
 CO_API const char *co_status_name(co_status status);
@@ -223,6 +239,21 @@ CO_API co_status co_forward_step(co_stream *stream, const float *x, float *y, in
 CO_API int64_t co_steps_max_output(const co_stream *stream, int64_t t, int pad_end);
 CO_API co_status co_forward_steps(co_stream *stream, const float *x, int64_t t, float *y,
                                   int64_t y_frames, int64_t *t_out, int pad_end, int update_state);
+
+/* End of input of a live stream. Flushes the end padding of every module from the stream's
+ * current state — what co_forward_steps(..., CO_PAD_END, ...) adds after the frames stepped so far,
+ * whether they came one at a time (co_forward_step, co_forward_step_streams) or in clips, and also
+ * after a co_stream_restore — and writes the frames that appear to `y` as a clip (B, C', t_out, *S')
+ * (laid out with a capacity of y_frames, then compacted to t_out frames, as co_forward_steps does).
+ * Then the stream is clean (as after co_stream_clean), ready for a new sequence: save the state
+ * before this call to keep it. After a clean stream (no frame since), nothing appears (t_out 0).
+ * `y` is owned by the caller and must hold y_frames >= co_stream_finish_max_output(stream) output
+ * frames (0 for a network without end padding; y may then be NULL).
+ * Statuses: CO_ERR_INVALID_ARGUMENT (NULL stream or t_out, NULL y where frames may appear),
+ * CO_ERR_BUFFER_TOO_SMALL (y_frames too small); a refused call leaves the stream as it was.
+ * Allocates nothing. */
+CO_API int64_t co_stream_finish_max_output(const co_stream *stream); /* 0 for a NULL stream */
+CO_API co_status co_stream_finish(co_stream *stream, float *y, int64_t y_frames, int64_t *t_out);
 
 /* Back to the state of a fresh stream. Statuses: CO_ERR_INVALID_ARGUMENT (NULL stream). */
 CO_API co_status co_stream_clean(co_stream *stream);

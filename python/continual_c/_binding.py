@@ -101,6 +101,9 @@ def _declare(lib):
         "co_steps_max_output": (I64, [P, I64, I]),
         "co_forward_steps": (I, [P, P, I64, P, I64, C.POINTER(I64), I, I]),
         "co_stream_clean": (I, [P]),
+        "co_stream_finish_max_output": (I64, [P]),
+        "co_stream_finish": (I, [P, P, I64, C.POINTER(I64)]),
+        "co_version_string": (C.c_char_p, []),
         "co_stream_state_size": (SZ, [P]),
         "co_stream_save": (I, [P, P, SZ, C.POINTER(SZ)]),
         "co_stream_restore": (I, [P, P, SZ]),
@@ -431,6 +434,22 @@ class Stream(_Closable):
         if n == 0:
             return None
         # the C side writes a contiguous (B, C', T_out, *S') clip at the start of the buffer
+        return y.reshape(-1)[: int(np.prod(o)) * n].reshape(o[:2] + (n,) + o[2:]).copy()
+
+    def finish(self):
+        """End of input: flushes the end padding from the current state (after any mix of
+        forward_step / forward_steps / load_state) -> (B, C', T_out, *S') or None, and leaves the
+        stream clean, ready for a new sequence (co_stream_finish)."""
+        cap = int(self._lib.co_stream_finish_max_output(self._handle))
+        o = self.output_shape
+        y = np.empty(o[:2] + (max(cap, 1),) + o[2:], dtype=np.float32)
+        t_out = C.c_int64(0)
+        st = self._lib.co_stream_finish(self._handle, _ptr(y), cap, C.byref(t_out))
+        _raise_callback_error(self._owner)
+        _check(st)
+        n = int(t_out.value)
+        if n == 0:
+            return None
         return y.reshape(-1)[: int(np.prod(o)) * n].reshape(o[:2] + (n,) + o[2:]).copy()
 
     def clean_state(self):

@@ -11,7 +11,12 @@
  * downstream ops see upstream padding outputs before their own padding, as the reference's
  * layer-by-layer forward_steps does. The drain runs on a shadow copy of the state, which is
  * then dropped (the stream continues as if no padding happened). update_state = 0 runs the
- * whole call on the shadow.
+ * whole call on the shadow. co_stream_finish runs the same drain on the live state, then cleans it.
+ *
+ * What the drain needs to know about the past is part of the state (so that it is saved, restored
+ * and peeked with everything else): which ops have seen a frame since the stream was clean (an op
+ * that never had one does not pad), and, for ops whose padding repeats their last input
+ * (CO_FILL_REPLICATE), a copy of that input. That "executor tail" follows the ops' own states.
  */
 #include <math.h>
 #include <string.h>
@@ -19,7 +24,7 @@
 #include "core/model.h"
 
 #define CO_ALIGN 64
-#define CO_STATE_MAGIC "COSTATE1"
+#define CO_STATE_MAGIC "COSTATE2" /* 2: the executor tail (seen flags, last inputs) */
 
 struct co_stream {
     const co_model *m;
@@ -31,7 +36,9 @@ struct co_stream {
     const float **vptr;   /* per value: where its current frame is (value 0 may be the caller's) */
     int64_t *vnumel;      /* per value */
     uint8_t *valid;       /* per value, this tick */
-    uint8_t *done, *seen; /* per op, for the drain */
+    uint8_t *done;        /* per op, for the drain */
+    size_t seen_off;      /* into a state region: n_ops flags, "has had a frame since clean" */
+    size_t *last_in_off;  /* per op: into a state region, the copy of its last input (REPLICATE fill), or 0 */
     int64_t *pads_left;   /* per op */
     unsigned char *arena_raw;
     unsigned char *state, *shadow;
@@ -52,13 +59,13 @@ static size_t align_up(size_t n) { return (n + CO_ALIGN - 1) & ~(size_t)(CO_ALIG
 
 /* Sizes of every region for this input shape (rt/values/state_off/vnumel are filled). */
 typedef struct layout {
-    size_t state, values, scratch, fill, arena;
+    size_t state, seen, values, scratch, fill, arena;
     int64_t macs, max_numel;
     co_tshape out;
 } layout;
 
 static co_status compute_layout(const co_model *m, const co_tshape *in, co_oprt *rt, co_tshape *values, size_t *state_off,
-                                int64_t *vnumel, layout *L)
+                                size_t *last_in_off, int64_t *vnumel, layout *L)
 {
     memset(L, 0, sizeof *L);
     co_status st = co_plan_resolve(m, in, rt, values, &L->out);
@@ -74,6 +81,15 @@ static co_status compute_layout(const co_model *m, const co_tshape *in, co_oprt 
         vnumel[v] = co_tshape_numel(&values[v]);
         if (vnumel[v] > L->max_numel) L->max_numel = vnumel[v];
         L->values += align_up((size_t)vnumel[v] * sizeof(float));
+    }
+    /* the executor tail (see the top of the file) */
+    L->seen = L->state;
+    L->state += align_up((size_t)m->n_ops);
+    for (int i = 0; i < m->n_ops; i++) {
+        last_in_off[i] = 0;
+        if (m->ops[i].fill != CO_FILL_REPLICATE || m->ops[i].n_in != 1) continue;
+        last_in_off[i] = L->state;
+        L->state += align_up((size_t)vnumel[m->ops[i].in[0]] * sizeof(float));
     }
     L->scratch = align_up(scratch * sizeof(float));
     L->fill = 2 * align_up((size_t)L->max_numel * sizeof(float));
@@ -111,11 +127,11 @@ co_status co_model_plan_info(const co_model *m, int batch, const co_shape *frame
     if (st) return st;
     co_oprt *rt = co_calloc((size_t)m->n_ops + 1, sizeof *rt);
     co_tshape *values = co_calloc((size_t)m->n_values, sizeof *values);
-    size_t *off = co_calloc((size_t)m->n_ops + 1, sizeof *off);
+    size_t *off = co_calloc(2 * ((size_t)m->n_ops + 1), sizeof *off);
     int64_t *vn = co_calloc((size_t)m->n_values, sizeof *vn);
     layout L;
     if (!rt || !values || !off || !vn) st = co_error(CO_ERR_OUT_OF_MEMORY, "out of memory");
-    else st = compute_layout(m, &in, rt, values, off, vn, &L);
+    else st = compute_layout(m, &in, rt, values, off, off + m->n_ops + 1, vn, &L);
     if (!st) co_ops_release(m->ops, m->n_ops, rt);
     if (!st && out) {
         memset(out, 0, sizeof *out);
@@ -151,7 +167,7 @@ co_status co_stream_create_shaped(const co_model *m, int batch, const co_shape *
     if (st) return st;
     const size_t nv = (size_t)m->n_values, no = (size_t)m->n_ops + 1;
     /* one block for the stream and its per-op / per-value tables */
-    size_t bytes = sizeof(co_stream) + no * (sizeof(co_oprt) + sizeof(size_t) + 2 + sizeof(int64_t)) +
+    size_t bytes = sizeof(co_stream) + no * (sizeof(co_oprt) + 2 * sizeof(size_t) + 1 + sizeof(int64_t)) +
                    nv * (sizeof(float *) + sizeof(float *) + sizeof(int64_t) + 1) + nv * sizeof(co_tshape) + 64;
     unsigned char *blk = co_calloc(1, bytes);
     if (!blk) return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory creating a stream");
@@ -162,19 +178,19 @@ co_status co_stream_create_shaped(const co_model *m, int batch, const co_shape *
     TAKE(s->pads_left, no);
     TAKE(s->vnumel, nv);
     TAKE(s->state_off, no);
+    TAKE(s->last_in_off, no);
     TAKE(s->vbuf, nv);
     TAKE(s->vptr, nv);
     co_tshape *values;
     TAKE(values, nv);
     TAKE(s->valid, nv);
     TAKE(s->done, no);
-    TAKE(s->seen, no);
 #undef TAKE
     s->m = m;
     s->batch = batch;
     s->in_shape = in;
     layout L;
-    if ((st = compute_layout(m, &in, s->rt, values, s->state_off, s->vnumel, &L))) {
+    if ((st = compute_layout(m, &in, s->rt, values, s->state_off, s->last_in_off, s->vnumel, &L))) {
         co_free(blk);
         return st;
     }
@@ -189,6 +205,7 @@ co_status co_stream_create_shaped(const co_model *m, int batch, const co_shape *
     }
     s->out_shape = L.out;
     s->state_bytes = L.state;
+    s->seen_off = L.seen;
     s->macs = L.macs;
     s->arena_bytes = L.arena;
     s->arena_raw = co_alloc(L.arena + CO_ALIGN);
@@ -287,6 +304,15 @@ static void op_inputs(const co_stream *s, const co_op *op, const float **ins)
     for (int k = 0; k < op->n_in; k++) ins[k] = s->valid[op->in[k]] ? s->vptr[op->in[k]] : NULL;
 }
 
+/* After op i stepped a real frame on state region `base`: it has been seen, and an op whose
+ * padding repeats its last input keeps that input. */
+static void note_stepped(const co_stream *s, unsigned char *base, int i, const float *const *ins)
+{
+    base[s->seen_off + (size_t)i] = 1;
+    if (s->last_in_off[i])
+        memcpy(base + s->last_in_off[i], ins[0], (size_t)s->vnumel[s->m->ops[i].in[0]] * sizeof(float));
+}
+
 /* One tick over all ops. In a drain tick the network input is exhausted and ops may pad. */
 static void run_tick(co_stream *s, unsigned char *state, int draining)
 {
@@ -299,12 +325,12 @@ static void run_tick(co_stream *s, unsigned char *state, int draining)
         int produced = 0;
         if (all) {
             op_inputs(s, op, ins);
+            note_stepped(s, state, i, ins);
             produced = op->cls->step(op, &s->rt[i], state + s->state_off[i], ins, s->vbuf[op->out], s->scratch);
-            s->seen[i] = 1;
         } else if (draining && !any && !s->done[i] && inputs_drained(s, op)) {
-            if (s->pads_left[i] > 0 && s->seen[i]) {
+            if (s->pads_left[i] > 0 && state[s->seen_off + (size_t)i]) {
                 for (int k = 0; k < op->n_in; k++)
-                    ins[k] = op->fill == CO_FILL_REPLICATE ? s->vptr[op->in[k]] /* still holds the last input */
+                    ins[k] = s->last_in_off[i] ? (const float *)(state + s->last_in_off[i])
                              : op->fill == CO_FILL_NEG_INF ? s->fill_neginf
                                                            : s->fill_zero;
                 produced = (op->cls->step_pad ? op->cls->step_pad : op->cls->step)(
@@ -361,6 +387,36 @@ static void scatter_output(const co_stream *s, const float *frame, float *y, int
     for (int64_t r = 0; r < rows; r++) memcpy(y + (r * cap + o) * S, frame + r * S, (size_t)S * sizeof(float));
 }
 
+/* The end-padding drain on state region `state`: output frames go to y from index n on; returns
+ * the new count. */
+static int64_t drain(co_stream *s, unsigned char *state, float *y, int64_t y_frames, int64_t n)
+{
+    const co_model *m = s->m;
+    const int out = m->out_value;
+    for (int i = 0; i < m->n_ops; i++) {
+        s->done[i] = 0;
+        s->pads_left[i] = m->ops[i].end_pad;
+    }
+    /* each productive drain tick consumes a pad, so this bounds the loop */
+    for (int64_t guard = m->total_end_pad + m->n_ops + 2; guard > 0; guard--) {
+        begin_tick(s, NULL);
+        run_tick(s, state, 1);
+        if (s->valid[out] && n < y_frames) scatter_output(s, s->vptr[out], y, y_frames, n++);
+        int all_done = 1;
+        for (int i = 0; i < m->n_ops && all_done; i++) all_done = s->done[i];
+        if (all_done) break;
+    }
+    return n;
+}
+
+/* (B, C', cap, *S') -> (B, C', n, *S'); destinations never pass sources. */
+static void compact_output(const co_stream *s, float *y, int64_t cap, int64_t n)
+{
+    if (n <= 0 || n >= cap) return;
+    const int64_t orows = s->out_shape.d[0] * s->out_shape.d[1], oS = s->vnumel[s->m->out_value] / orows;
+    for (int64_t r = 1; r < orows; r++) memmove(y + r * n * oS, y + r * cap * oS, (size_t)(n * oS) * sizeof(float));
+}
+
 co_status co_forward_steps(co_stream *s, const float *x, int64_t t, float *y, int64_t y_frames, int64_t *t_out,
                            int pad_end, int update_state)
 {
@@ -380,7 +436,6 @@ co_status co_forward_steps(co_stream *s, const float *x, int64_t t, float *y, in
         memcpy(s->shadow, s->state, s->state_bytes);
         state = s->shadow;
     }
-    memset(s->seen, 0, (size_t)m->n_ops);
     const int out = m->out_value;
     const int64_t rows = s->in_shape.d[0] * s->in_shape.d[1], S = s->vnumel[0] / rows;
     int64_t n = 0;
@@ -396,26 +451,29 @@ co_status co_forward_steps(co_stream *s, const float *x, int64_t t, float *y, in
             memcpy(s->shadow, s->state, s->state_bytes);
             state = s->shadow;
         }
-        for (int i = 0; i < m->n_ops; i++) {
-            s->done[i] = 0;
-            s->pads_left[i] = m->ops[i].end_pad;
-        }
-        /* each productive drain tick consumes a pad, so this bounds the loop */
-        for (int64_t guard = m->total_end_pad + m->n_ops + 2; guard > 0; guard--) {
-            begin_tick(s, NULL);
-            run_tick(s, state, 1);
-            if (s->valid[out] && n < y_frames) scatter_output(s, s->vptr[out], y, y_frames, n++);
-            int all_done = 1;
-            for (int i = 0; i < m->n_ops && all_done; i++) all_done = s->done[i];
-            if (all_done) break;
-        }
+        n = drain(s, state, y, y_frames, n);
     }
-    if (n > 0 && n < y_frames) { /* (B, C', cap, *S') -> (B, C', n, *S'); destinations never pass sources */
-        const int64_t orows = s->out_shape.d[0] * s->out_shape.d[1], oS = s->vnumel[out] / orows;
-        for (int64_t r = 1; r < orows; r++) memmove(y + r * n * oS, y + r * y_frames * oS, (size_t)(n * oS) * sizeof(float));
-    }
+    compact_output(s, y, y_frames, n);
     *t_out = n;
     s->vptr[0] = s->vbuf[0];
+    return CO_OK;
+}
+
+int64_t co_stream_finish_max_output(const co_stream *s) { return s ? s->m->total_end_pad : 0; }
+
+co_status co_stream_finish(co_stream *s, float *y, int64_t y_frames, int64_t *t_out)
+{
+    if (!s || !t_out) return co_error(CO_ERR_INVALID_ARGUMENT, "co_stream_finish: NULL stream or t_out");
+    const int64_t need = s->m->total_end_pad;
+    if (need > 0 && !y) return co_error(CO_ERR_INVALID_ARGUMENT, "co_stream_finish: y is NULL");
+    if (y_frames < need)
+        return co_error(CO_ERR_BUFFER_TOO_SMALL,
+                        "co_stream_finish: output holds %lld frames, up to %lld may appear (co_stream_finish_max_output)",
+                        (long long)y_frames, (long long)need);
+    const int64_t n = drain(s, s->state, y, y_frames, 0);
+    compact_output(s, y, y_frames, n);
+    *t_out = n;
+    reset_state(s, s->state);
     return CO_OK;
 }
 
@@ -518,7 +576,7 @@ co_status co_multistream_create(const co_model *m, int max_streams, int batch, c
     const size_t no = (size_t)m->n_ops + 1, nv = (size_t)m->n_values, ns = (size_t)max_streams;
     co_oprt *rt = co_calloc(no, sizeof *rt);
     co_tshape *values = co_calloc(nv, sizeof *values);
-    size_t *off = co_calloc(no, sizeof *off);
+    size_t *off = co_calloc(2 * no, sizeof *off);
     int64_t *vn = co_calloc(nv, sizeof *vn);
     co_multistream *c = NULL;
     layout L;
@@ -526,7 +584,7 @@ co_status co_multistream_create(const co_model *m, int max_streams, int batch, c
         st = co_error(CO_ERR_OUT_OF_MEMORY, "out of memory creating a multi-stream context");
         goto done;
     }
-    if ((st = compute_layout(m, &in, rt, values, off, vn, &L))) goto done; /* the streams' own plan */
+    if ((st = compute_layout(m, &in, rt, values, off, off + no, vn, &L))) goto done; /* the streams' own plan */
     co_ops_release(m->ops, m->n_ops, rt);
     /* step_multi's scratch: each op's scratch for a batch of max_streams x B, plus room to gather
      * its inputs and output for max_streams streams */
@@ -692,6 +750,8 @@ co_status co_forward_step_streams(co_multistream *c, co_stream *const *streams, 
             }
         }
         if (!cnt) continue;
+        for (int k = 0; k < cnt; k++)
+            note_stepped(streams[c->act[k]], c->base[c->act[k]], o, c->ins + (size_t)k * (size_t)op->n_in);
         if (cnt > 1 && c->multi && op->cls->step_multi) {
             for (int k = 0; k < cnt; k++) {
                 co_stream *s = streams[c->act[k]];
@@ -708,7 +768,6 @@ co_status co_forward_step_streams(co_multistream *c, co_stream *const *streams, 
         }
         for (int k = 0; k < cnt; k++) {
             co_stream *s = streams[c->act[k]];
-            s->seen[o] = 1;
             s->valid[op->out] = (uint8_t)(c->produced[k] != 0);
             if (c->produced[k]) s->vptr[op->out] = s->vbuf[op->out];
         }

@@ -67,6 +67,9 @@ void co_clear_error(void) { t_message[0] = '\0'; }
 
 const char *co_last_error(void) { return t_message; }
 
+int co_version(void) { return CO_VERSION_NUMBER; }
+const char *co_version_string(void) { return CO_VERSION_STRING; }
+
 const char *co_status_name(co_status status)
 {
     switch (status) {

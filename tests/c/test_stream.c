@@ -8,7 +8,9 @@
  *     CO_ERR_STATE and leaves the stream unchanged;
  *   - corrupted states (bad header, wrong size, flipped ring indices, random bytes) are
  *     rejected or harmless, never a crash;
- *   - from a clean state, co_forward_steps(pad_end = 1) == co_forward (the whole clip).
+ *   - from a clean state, co_forward_steps(pad_end = 1) == co_forward (the whole clip);
+ *   - steps then co_stream_finish == co_forward_steps(pad_end = 1), also across a restore, and
+ *     finish leaves the stream clean.
  *
  * usage: test_stream [MODEL.safetensors ...]
  */
@@ -151,6 +153,64 @@ static void check_model(const char *what, co_model *m, co_model *other_weights, 
         step_range(s2, x, in_n, out_n, cut, T, &got);
         TU_CHECK(same_run(&ref, &got, out_n), "%s: restore at frame %d into a second stream differs", what, cut);
         free(mid);
+    }
+
+    /* end of input (co_stream_finish): after single steps, cut at every frame and restored into
+     * the other stream, the steps' outputs then the flushed tail are co_forward_steps(pad_end = 1)
+     * of the whole clip; the stream is clean afterwards; a too-small buffer or NULL arguments are
+     * refused and leave the stream as it was */
+    {
+        const int64_t tail_cap = co_stream_finish_max_output(s);
+        TU_CHECK(tail_cap == co_steps_max_output(s, 0, CO_PAD_END), "%s: finish capacity %lld", what, (long long)tail_cap);
+        float *padded = xmalloc((size_t)(out_n * (cap + 1)) * sizeof(float));
+        float *tail = xmalloc((size_t)(out_n * (tail_cap + 1)) * sizeof(float));
+        int64_t n_padded = 0, n_tail = 0;
+        TU_STATUS(co_stream_clean(s), CO_OK, "clean");
+        size_t n_clean = 0;
+        unsigned char *clean = save(s, &n_clean);
+        /* the same frames as a clip (B, C, T, *S) */
+        const int64_t irows = in.dims[0] * in.dims[1], iS = in_n / irows;
+        float *xclip = xmalloc((size_t)(in_n * T) * sizeof(float));
+        for (int64_t f = 0; f < T; f++)
+            for (int64_t r = 0; r < irows; r++) memcpy(xclip + (r * T + f) * iS, x + f * in_n + r * iS, (size_t)iS * sizeof(float));
+        TU_STATUS(co_forward_steps(s, xclip, T, padded, cap, &n_padded, CO_PAD_END, CO_UPDATE_STATE), CO_OK, "padded steps");
+        free(xclip);
+        const int64_t orows = out.dims[0] * out.dims[1], oS = out_n / orows;
+        for (int cut = 0; cut <= T; cut += 5) {
+            TU_STATUS(co_stream_clean(s), CO_OK, "clean");
+            got.n = 0;
+            step_range(s, x, in_n, out_n, 0, cut, &got);
+            size_t n0 = 0;
+            unsigned char *mid = save(s, &n0);
+            TU_STATUS(co_stream_restore(s2, mid, n0), CO_OK, "restore into another stream");
+            step_range(s2, x, in_n, out_n, cut, T, &got);
+            if (tail_cap > 0) {
+                TU_STATUS(co_stream_finish(s2, tail, tail_cap - 1, &n_tail), CO_ERR_BUFFER_TOO_SMALL, "finish, small buffer");
+                TU_STATUS(co_stream_finish(s2, NULL, tail_cap, &n_tail), CO_ERR_INVALID_ARGUMENT, "finish, NULL y");
+            }
+            TU_STATUS(co_stream_finish(s2, tail, tail_cap, NULL), CO_ERR_INVALID_ARGUMENT, "finish, NULL t_out");
+            TU_STATUS(co_stream_finish(s2, tail, tail_cap, &n_tail), CO_OK, "finish");
+            TU_CHECK(got.n + n_tail == n_padded, "%s: cut %d: %d steps' outputs + %lld flushed, the padded clip has %lld", what,
+                     cut, got.n, (long long)n_tail, (long long)n_padded);
+            /* frame-major got.y, (B, C', n, *S') clips: compare frame by frame, row by row */
+            int same = got.n + n_tail == n_padded;
+            for (int64_t f = 0; same && f < n_padded; f++)
+                for (int64_t r = 0; same && r < orows; r++) {
+                    const float *want = padded + (r * n_padded + f) * oS;
+                    const float *have = f < got.n ? got.y + f * out_n + r * oS : tail + (r * n_tail + (f - got.n)) * oS;
+                    same = memcmp(want, have, (size_t)oS * sizeof(float)) == 0;
+                }
+            TU_CHECK(same, "%s: cut %d: steps + finish differ from co_forward_steps(pad_end = 1)", what, cut);
+            TU_CHECK(state_is(s2, clean, n_clean), "%s: cut %d: co_stream_finish did not leave the stream clean", what, cut);
+            free(mid);
+        }
+        TU_STATUS(co_stream_finish(NULL, tail, tail_cap, &n_tail), CO_ERR_INVALID_ARGUMENT, "finish, NULL stream");
+        TU_CHECK(co_stream_finish_max_output(NULL) == 0, "finish capacity of NULL");
+        TU_STATUS(co_stream_finish(s2, tail, tail_cap, &n_tail), CO_OK, "finish a clean stream");
+        TU_CHECK(n_tail == 0, "%s: finishing a clean stream emitted %lld frames", what, (long long)n_tail);
+        free(clean);
+        free(padded);
+        free(tail);
     }
 
     /* two streams, interleaved == separate */

@@ -155,6 +155,27 @@ def check_modes(model, x, ref, *, delay=None, stride=None, tol=TOL, pad_end=True
             b = s.forward_steps(x[:, :, h:], pad_end=True)
             got = stack([p[:, :, i] for p in (a, b) if p is not None for i in range(p.shape[2])])
             assert_close(got, ref, tol, "split forward_steps")
+        # end of input after single steps (co_stream_finish): the steps' outputs, then the flushed
+        # tail, are the padded forward; the stream is clean afterwards
+        s.clean_state()
+        clean = s.save_state()
+        got = [y for y in (s.forward_step(f) for f in frames(x)) if y is not None]
+        tail = s.finish()
+        got += [] if tail is None else [tail[:, :, i] for i in range(tail.shape[2])]
+        assert_close(stack(got), ref, tol, "forward_step x T, then finish()")
+        assert s.save_state() == clean, "finish() did not leave the stream clean"
+        # ... and after a save mid-stream restored into another stream (fail-over)
+        if T >= 2:
+            h = T // 2
+            got = [y for y in (s.forward_step(f) for f in frames(x)[:h]) if y is not None]
+            s2 = model.stream(B, frame_shape)
+            s2.load_state(s.save_state())
+            got += [y for y in (s2.forward_step(f) for f in frames(x)[h:]) if y is not None]
+            tail = s2.finish()
+            got += [] if tail is None else [tail[:, :, i] for i in range(tail.shape[2])]
+            assert_close(stack(got), ref, tol, "steps, save, restore elsewhere, steps, finish()")
+            s2.close()
+            s.clean_state()
         # the end padding is discarded: the state after pad_end=True is the state after pad_end=False
         s.clean_state()
         s.forward_steps(x, pad_end=False)
