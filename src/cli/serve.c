@@ -39,16 +39,6 @@
 
 #define EXIT_USAGE 2
 
-#ifndef CO_PAD_END /* TEMPORARY until main's co_stream_finish is merged */
-#define CO_UPDATE_STATE 1
-static int64_t co_stream_finish_max_output(const co_stream *s) { return co_steps_max_output(s, 0, 1); }
-static co_status co_stream_finish(co_stream *s, float *y, int64_t y_frames, int64_t *t_out)
-{
-    co_status st = co_forward_steps(s, NULL, 0, y, y_frames, t_out, 1, 1);
-    return st ? st : co_stream_clean(s);
-}
-#endif
-
 /* ---- protocol constants (docs/serve.md) ---- */
 #define SERVE_ID_MAX 64              /* stream id and worker name: [A-Za-z0-9_-], at most this - 1 chars */
 #define SERVE_PREFIX_MAX 32

@@ -268,10 +268,12 @@ static int cmd_collect(const args *a)
             f->len = natsMsg_GetDataLength(m);
             f->data = malloc((size_t)f->len + 1);
             memcpy(f->data, natsMsg_GetData(m), (size_t)f->len);
-            f->stored_ns = natsMsg_GetTime(m);
+            jsMsgMetaData *meta = NULL; /* a consumer's message: the storage time is in its metadata */
+            f->stored_ns = natsMsg_GetMetaData(&meta, m) == NATS_OK ? meta->Timestamp : 0;
+            jsMsgMetaData_Destroy(meta);
             f->seq = natsMsgHeader_Get(m, "Co-Seq", &v) == NATS_OK ? strtoull(v, NULL, 10) : 0;
             snprintf(f->worker, sizeof f->worker, "%s", natsMsgHeader_Get(m, "Co-Worker", &v) == NATS_OK ? v : "?");
-            f->latency_ns = natsMsgHeader_Get(m, "Co-Time", &v) == NATS_OK ? f->stored_ns - strtoll(v, NULL, 10) : -1;
+            f->latency_ns = f->stored_ns && natsMsgHeader_Get(m, "Co-Time", &v) == NATS_OK ? f->stored_ns - strtoll(v, NULL, 10) : -1;
         }
         natsMsg_Destroy(m);
     }
