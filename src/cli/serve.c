@@ -14,8 +14,11 @@
  *                  the writer last wrote or read, so a worker that lost the stream cannot write.
  *
  * One thread steps (co_forward_step_streams over the owned streams that have a frame). Input is
- * read with direct gets, "the first message of <P>.in.<id> at or after sequence last + 1": no
- * consumer state that a node failure could reset, reorder or skip. A plain subscription to the
+ * read by asking the stream's leader for "the first message of <P>.in.<id> at or after sequence
+ * last + 1" (JetStream's STREAM.MSG.GET with next_by_subj): no consumer state that a node failure
+ * could reset or reorder, and no replica that came back from a crash with a hole in its store
+ * (with nats-server 2.9 both ordered consumers and direct gets skipped a frame after a kill -9
+ * of a node, in the cluster test). A plain subscription to the
  * subject rings a bell when a frame arrives (the client's thread only sets a flag), and every
  * owned stream is also polled now and then. Publish acknowledgements come back on the client's
  * thread and only flag failures and count duplicates.
@@ -23,6 +26,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli/serve.h"
 
+#include <cJSON.h>
 #include <continual.h>
 #include <errno.h>
 #include <nats/nats.h>
@@ -68,7 +72,8 @@
 #define MAX_PENDING_PUBLISHES 4096
 #define IDLE_WAIT_MS 5                           /* the stepping loop's wait when no frame is queued */
 #define FAILED_IDS_MAX 256                       /* publish failures remembered between two loop turns */
-#define NATS_SEQUENCE_HEADER "Nats-Sequence"     /* of a direct get's reply */
+#define MSG_GET_API "$JS.API.STREAM.MSG.GET."  /* + stream name: answered by the stream's leader */
+#define JS_NOT_FOUND 404
 #define RENEWALS_PER_LEASE 3                     /* renew every lease_ms / 3 */
 #define SCANS_PER_LEASE 4                        /* look for unowned streams every lease_ms / 4 */
 
@@ -98,6 +103,7 @@ typedef struct served {
     natsSubscription *bell;       /* plain subscription to <P>.in.<id>: a frame arrived */
     atomic_int rung;              /* set by the bell */
     double rung_ms, next_get_ms;
+    float *x;                     /* one input frame (the payload copied: a message's data need not be aligned) */
     float *y;                     /* one output frame */
     float *y_finish;              /* co_stream_finish's clip */
     int64_t finish_frames;
@@ -108,6 +114,7 @@ typedef struct served {
     uint64_t eos_count;
     long since_ckpt;              /* frames consumed since the last checkpoint */
     const char *cur_time;         /* Co-Time of the frame being stepped, or NULL */
+    char time_hdr[32];
 } served;
 
 typedef struct worker {
@@ -134,10 +141,11 @@ typedef struct worker {
     const float **step_x;
     float **step_y;
     int *step_has, *step_slot;
-    natsMsg **step_msg;
     uint64_t *step_seq;
     unsigned char *ckpt_buf;
     size_t ckpt_cap;
+    unsigned char *get_buf;       /* a fetched message's payload, decoded */
+    size_t get_cap;
     /* metrics */
     atomic_ullong duplicates, published_ok;
     unsigned long long frames, outputs, checkpoints, takeovers, fenced, lost, bad_frames, ends;
@@ -371,7 +379,6 @@ static natsStatus ensure_stream(worker *w, const char *name, const char *subject
     cfg.Storage = js_FileStorage;
     cfg.Replicas = w->opt.replicas;
     cfg.Duplicates = duplicates_ns;
-    cfg.AllowDirect = true; /* input is read with direct gets, from any replica */
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     natsStatus s = js_AddStream(&si, w->js, &cfg, NULL, &jerr);
@@ -487,9 +494,10 @@ static void slot_free(worker *w, int i)
     pthread_mutex_unlock(&w->lock);
     co_stream_free(s->stream);
     s->stream = NULL;
+    free(s->x);
     free(s->y);
     free(s->y_finish);
-    s->y = s->y_finish = NULL;
+    s->x = s->y = s->y_finish = NULL;
     w->n_owned--;
 }
 
@@ -712,9 +720,10 @@ static int acquire(worker *w, const char *id)
     w->n_owned++;
     co_status cs = co_stream_create(w->model, w->opt.batch, &s->stream);
     s->finish_frames = cs == CO_OK ? co_stream_finish_max_output(s->stream) : 0;
+    s->x = malloc((size_t)w->in_n * sizeof(float));
     s->y = malloc((size_t)w->out_n * sizeof(float));
     s->y_finish = malloc((size_t)(s->finish_frames > 0 ? s->finish_frames : 1) * (size_t)w->out_n * sizeof(float));
-    if (cs != CO_OK || !s->y || !s->y_finish) {
+    if (cs != CO_OK || !s->x || !s->y || !s->y_finish) {
         say(w, "cannot create a stream for '%s': %s", id, cs != CO_OK ? co_last_error() : "out of memory");
         slot_free(w, i);
         return 0;
@@ -822,37 +831,85 @@ done:
 }
 
 /* ---- stepping ---- */
-/* The first input message of slot i after its last sequence, or NULL (then the next try is
- * scheduled). *seq gets its <P>_IN sequence. */
-static natsMsg *next_input(worker *w, int i, double t, uint64_t *seq)
+/* Base64 (RFC 4648, padded) into out (room for 3/4 of n bytes); returns the length, -1 if invalid. */
+static long base64_decode(const char *in, size_t n, unsigned char *out)
 {
-    served *s = &w->slots[i];
-    pthread_mutex_lock(&w->lock);
-    if (s->rung) s->rung_ms = t;
-    s->rung = 0; /* cleared before the get: a frame arriving during it rings again */
-    pthread_mutex_unlock(&w->lock);
-    char subj[SERVE_SUBJECT_MAX];
-    snprintf(subj, sizeof subj, "%s.in.%s", w->opt.prefix, s->id);
-    jsDirectGetMsgOptions dg;
-    memset(&dg, 0, sizeof dg);
-    dg.Sequence = s->last_seq + 1;
-    dg.NextBySubject = subj;
-    natsMsg *m = NULL;
-    natsStatus st = js_DirectGetMsg(&m, w->js, w->in_stream, NULL, &dg);
-    const char *v = NULL;
-    if (st == NATS_OK && natsMsgHeader_Get(m, NATS_SEQUENCE_HEADER, &v) == NATS_OK) {
-        *seq = strtoull(v, NULL, 10);
-        if (*seq > s->last_seq) {
-            s->next_get_ms = t; /* more may be waiting */
-            return m;
+    long len = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t k = 0; k < n && in[k] != '='; k++) {
+        const char c = in[k];
+        int v = c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26 : c >= '0' && c <= '9' ? c - '0' + 52
+              : c == '+' ? 62 : c == '/' ? 63 : -1;
+        if (v < 0) return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[len++] = (unsigned char)(acc >> bits);
         }
     }
-    natsMsg_Destroy(m);
-    if (st == NATS_NOT_FOUND)
-        s->next_get_ms = t + (t - s->rung_ms < LAG_WINDOW_MS ? LAG_RETRY_MS : IDLE_POLL_MS);
-    else
-        s->next_get_ms = t + ERROR_RETRY_MS;
-    return NULL;
+    return len;
+}
+
+/* The first input message of slot i after its last sequence, from the stream's leader. Returns 1
+ * with its sequence, payload (w->get_buf, *len bytes) and Co-Time (s->time_hdr, "" if none); 0 when
+ * there is none yet or the request failed (then the next try is scheduled). */
+static int next_input(worker *w, int i, double t, uint64_t *seq, size_t *len)
+{
+    served *s = &w->slots[i];
+    if (atomic_exchange(&s->rung, 0)) s->rung_ms = t; /* cleared before the get: a frame arriving during it rings again */
+    char api[SERVE_SUBJECT_MAX], req[SERVE_SUBJECT_MAX + 64];
+    snprintf(api, sizeof api, MSG_GET_API "%s", w->in_stream);
+    snprintf(req, sizeof req, "{\"seq\":%llu,\"next_by_subj\":\"%s.in.%s\"}", (unsigned long long)(s->last_seq + 1),
+             w->opt.prefix, s->id);
+    natsMsg *reply = NULL;
+    natsStatus st = natsConnection_RequestString(&reply, w->nc, api, req, REQUEST_WAIT_MS);
+    int found = 0, missing = 0;
+    cJSON *root = st == NATS_OK ? cJSON_ParseWithLength(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply)) : NULL;
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(root, "error");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(root, "message");
+    if (err) missing = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(err, "code")) == JS_NOT_FOUND;
+    if (msg) {
+        const cJSON *jseq = cJSON_GetObjectItemCaseSensitive(msg, "seq");
+        const char *data = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(msg, "data"));
+        const char *hdrs = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(msg, "hdrs"));
+        const size_t dn = data ? strlen(data) : 0, hn = hdrs ? strlen(hdrs) : 0;
+        const size_t need = (dn > hn ? dn : hn) / 4 * 3 + 4;
+        if (need > w->get_cap) {
+            unsigned char *nb = realloc(w->get_buf, need);
+            if (nb) {
+                w->get_buf = nb;
+                w->get_cap = need;
+            }
+        }
+        s->time_hdr[0] = 0;
+        if (cJSON_IsNumber(jseq) && need <= w->get_cap) {
+            long hl = hdrs ? base64_decode(hdrs, hn, w->get_buf) : 0;
+            if (hl > 0) { /* "NATS/1.0\r\nKey: value\r\n...": only Co-Time is used */
+                w->get_buf[hl] = 0;
+                const char *at = strstr((const char *)w->get_buf, "\r\n" HDR_TIME ": ");
+                if (at) {
+                    at += strlen("\r\n" HDR_TIME ": ");
+                    size_t k = 0;
+                    while (at[k] && at[k] != '\r' && k + 1 < sizeof s->time_hdr) s->time_hdr[k] = at[k], k++;
+                    s->time_hdr[k] = 0;
+                }
+            }
+            long dl = data ? base64_decode(data, dn, w->get_buf) : 0;
+            *seq = (uint64_t)jseq->valuedouble;
+            if (dl >= 0 && hl >= 0 && *seq > s->last_seq) {
+                *len = (size_t)dl;
+                found = 1;
+            }
+        }
+    }
+    cJSON_Delete(root);
+    natsMsg_Destroy(reply);
+    if (found) s->next_get_ms = t; /* more may be waiting */
+    else if (missing) s->next_get_ms = t + (t - s->rung_ms < LAG_WINDOW_MS ? LAG_RETRY_MS : IDLE_POLL_MS);
+    else s->next_get_ms = t + ERROR_RETRY_MS;
+    return found;
 }
 
 static void end_of_sequence(worker *w, int i, uint64_t seq)
@@ -890,28 +947,25 @@ static int step_round(worker *w)
         while (s->used && (s->rung || t >= s->next_get_ms)) {
             if (!lease_fresh(w, i)) break;
             uint64_t seq = 0;
-            natsMsg *m = next_input(w, i, t, &seq);
-            if (!m) break;
-            int len = natsMsg_GetDataLength(m);
+            size_t len = 0;
+            if (!next_input(w, i, t, &seq, &len)) break;
             if (len == 0) {
-                natsMsg_Destroy(m);
                 end_of_sequence(w, i, seq);
                 break;
             }
-            if ((int64_t)len != w->in_n * (int64_t)sizeof(float)) {
-                say(w, "'%s' seq %llu: %d bytes, a frame is %lld: skipped", s->id, (unsigned long long)seq, len,
+            if (len != (size_t)w->in_n * sizeof(float)) {
+                say(w, "'%s' seq %llu: %zu bytes, a frame is %lld: skipped", s->id, (unsigned long long)seq, len,
                     (long long)(w->in_n * (int64_t)sizeof(float)));
                 w->bad_frames++;
                 s->last_seq = seq;
-                natsMsg_Destroy(m);
                 continue;
             }
+            memcpy(s->x, w->get_buf, len);
             w->step_streams[n] = s->stream;
-            w->step_x[n] = (const float *)natsMsg_GetData(m); /* the client keeps payloads aligned */
+            w->step_x[n] = s->x;
             w->step_y[n] = s->y;
             w->step_slot[n] = i;
             w->step_seq[n] = seq;
-            w->step_msg[n] = m;
             n++;
             break;
         }
@@ -921,21 +975,18 @@ static int step_round(worker *w)
     for (int k = 0; k < n; k++) {
         const int i = w->step_slot[k];
         served *s = &w->slots[i];
-        natsMsg *m = w->step_msg[k];
         const uint64_t seq = w->step_seq[k];
         if (cs != CO_OK) {
             say(w, "stepping failed (%s): '%s' dropped", co_last_error(), s->id);
             slot_free(w, i);
         } else {
-            s->cur_time = NULL;
-            natsMsgHeader_Get(m, HDR_TIME, &s->cur_time);
+            s->cur_time = s->time_hdr[0] ? s->time_hdr : NULL;
             if (w->step_has[k]) publish_output(w, s, s->y, 1, seq);
             s->cur_time = NULL;
             s->last_seq = seq;
             s->since_ckpt++;
             w->frames++;
         }
-        natsMsg_Destroy(m);
     }
     return n;
 }
@@ -1070,9 +1121,8 @@ static int load_worker_model(worker *w)
     w->step_y = calloc(n, sizeof *w->step_y);
     w->step_has = calloc(n, sizeof *w->step_has);
     w->step_slot = calloc(n, sizeof *w->step_slot);
-    w->step_msg = calloc(n, sizeof *w->step_msg);
     w->step_seq = calloc(n, sizeof *w->step_seq);
-    if (!w->slots || !w->step_streams || !w->step_x || !w->step_y || !w->step_has || !w->step_slot || !w->step_msg || !w->step_seq)
+    if (!w->slots || !w->step_streams || !w->step_x || !w->step_y || !w->step_has || !w->step_slot || !w->step_seq)
         return fail("out of memory");
     return 0;
 }
@@ -1092,7 +1142,7 @@ static void worker_free(worker *w)
     free(w->step_y);
     free(w->step_has);
     free(w->step_slot);
-    free(w->step_msg);
+    free(w->get_buf);
     free(w->step_seq);
     free(w->ckpt_buf);
     co_multistream_free(w->multi);

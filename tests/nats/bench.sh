@@ -6,9 +6,9 @@
 #
 #   bash tests/nats/bench.sh [BUILD_DIR]        WORKERS="1 2 3" STREAMS=40 FRAMES=100 RATE_HZ=0
 #
-# Prints one row per W: streams, input frames/s served (all frames / time from the first input to
-# the last output stored), streams/s at that rate (frames/s / frames per stream), p50 / p99 latency
-# from a frame's publication to its output's storage in <P>_OUT.
+# Prints one row per W: streams, input frames/s served in the steady state (each stream's outputs
+# after its first 5, i.e. once a worker has taken it up), streams/s at that rate (frames/s / frames
+# per stream), p50 / p99 latency from a frame's publication to its output's storage in <P>_OUT.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD="$(cd "${1:-$ROOT/build}" && pwd)"
@@ -47,14 +47,18 @@ for W in $WORKERS; do
   "$CTL" collect --nats "$URLS" --prefix "$P" --streams "$STREAMS" --dir "$WORK/$P" --timeout-s 300 > "$WORK/$P-collect.txt"
   for p in "${WPIDS[@]}"; do kill -TERM "$p"; done
   for p in "${WPIDS[@]}"; do wait "$p" || true; done
-  "/usr/bin/python3" - "$WORK/$P/outputs.tsv" "$WORK/$P-collect.txt" "$W" "$STREAMS" "$FRAMES" <<'EOF'
-import re, sys
-tsv, collect, w, streams, frames = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
-text = open(collect).read()
-span = float(re.search(r"over ([\d.]+) s", text).group(1))
-p50, p99 = re.search(r"p50 ([\d.]+) ms, p99 ([\d.]+) ms", text).groups()
-total = streams * frames
-fps = total / span if span > 0 else float("nan")
-print(f"{w:<8} {streams:<8} {total:<10} {fps:<14.0f} {fps / frames:<10.2f} {p50:<10} {p99:<10}")
+  "/usr/bin/python3" - "$WORK/$P/outputs.tsv" "$W" "$STREAMS" "$FRAMES" <<'EOF'
+import sys
+tsv, w, streams, frames = sys.argv[1], *map(int, sys.argv[2:])
+# steady state: the outputs after each stream's first WARMUP (its discovery and take-up by a worker)
+WARMUP = 5
+rows = [l.split("\t") for l in open(tsv)]
+steady = [r for r in rows if int(r[1]) >= WARMUP]
+lat = sorted(float(r[5]) for r in steady)
+t = sorted(int(r[4]) for r in steady)
+span = (t[-1] - t[0]) / 1e3
+out_per_stream = len(rows) / streams
+fps = len(steady) / span * frames / out_per_stream  # input frames/s: outputs/s x inputs per output
+print(f"{w:<8} {streams:<8} {streams * frames:<10} {fps:<14.0f} {fps / frames:<10.2f} {lat[len(lat) // 2]:<10.2f} {lat[int((len(lat) - 1) * 0.99)]:<10.2f}")
 EOF
 done

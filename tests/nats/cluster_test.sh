@@ -151,7 +151,7 @@ if not held or not taken: fails.append(f"the SIGSTOP case was vacuous (w2 held {
 drops = {sid: (t, seq) for t, w, kind, sid, seq in events if w == "w2" and kind == "drop" and t >= t_cont and sid in held}
 late = 0
 for line in open(os.path.join(work, "outputs.tsv")):
-    sid, idx, seq, w, t = line.split("\t")
+    sid, idx, seq, w, t = line.split("\t")[:5]
     if w != "w2" or int(t) <= t_cont or sid not in held: continue
     again = [e for e in events if e[1] == "w2" and e[3] == sid and e[2] in ("take", "serve") and e[0] >= t_cont and e[0] <= int(t)]
     if again: continue

@@ -12,7 +12,7 @@
  *       DIR/<id>.out.f32 (frames in Co-Index order) and checks each index 0..Co-Count-1 arrived
  *       exactly once (a duplicate or a gap fails); prints frame-to-output latency (input's
  *       Co-Time to the output's storage time) p50 / p99 / max and the outputs' time span; every
- *       output stored (id, index, input seq, worker, storage ms) goes to DIR/outputs.tsv.
+ *       output stored (id, index, input seq, worker, storage ms, latency ms) goes to DIR/outputs.tsv.
  *   natsctl history --nats URLS --prefix P --streams N
  *       every stored revision of each stream's checkpoint, one line each.
  * Exit status: 0 ok, 1 failure, 2 usage.
@@ -304,8 +304,9 @@ static int cmd_collect(const args *a)
         lat = realloc(lat, (size_t)(n_lat + ci->n + 1) * sizeof *lat);
         for (int k = 0; k < ci->n; k++) {
             if (tsv)
-                fprintf(tsv, "%s\t%llu\t%llu\t%s\t%lld\n", id, (unsigned long long)ci->f[k].index,
-                        (unsigned long long)ci->f[k].seq, ci->f[k].worker, ci->f[k].stored_ns / 1000000);
+                fprintf(tsv, "%s\t%llu\t%llu\t%s\t%lld\t%.3f\n", id, (unsigned long long)ci->f[k].index,
+                        (unsigned long long)ci->f[k].seq, ci->f[k].worker, ci->f[k].stored_ns / 1000000,
+                        (double)ci->f[k].latency_ns * 1e-6);
             if (k && ci->f[k].index == ci->f[k - 1].index) continue;
             if (fp) fwrite(ci->f[k].data, 1, (size_t)ci->f[k].len, fp);
             if (ci->f[k].latency_ns >= 0) lat[n_lat++] = ci->f[k].latency_ns;
