@@ -42,7 +42,7 @@ static const char k_usage[] =
     "  compare A.npy B.npy [--atol X] [--rtol X]\n"
     "      exit 0 if the arrays have one shape and |a - b| <= atol + rtol * |b| everywhere\n"
     "  serve MODEL [--nats URL[,URL...]] [--prefix P] [--max-streams N] [--checkpoint-every K] [--lease-ms L]\n"
-    "        [--replicas R] [--name W] [--stats-ms M] [--dup-window-s S] [--setup]\n"
+    "        [--replicas R] [--name W] [--stats-ms M] [--dup-window-s S] [--checkpoint-history H] [--batch B] [--setup]\n"
     "      a worker of a pool serving live streams over NATS JetStream (docs/serve.md)\n"
     "  version\n";
 

@@ -1174,8 +1174,9 @@ int co_cli_serve(int argc, char **argv)
         fprintf(stderr, "continual serve: streams %s, %s and buckets %s, %s ready (replicas %ld)\n", w.in_stream, w.out_stream,
                 w.lease_bucket, w.ckpt_bucket, w.opt.replicas);
     } else if (!rc) {
-        say(&w, "serving %s on %s (prefix %s, max %d streams, checkpoint every %ld frames, lease %ld ms)", w.opt.model_path,
-            w.opt.nats_urls, w.opt.prefix, w.opt.max_streams, w.opt.checkpoint_every, w.opt.lease_ms);
+        say(&w, "continual %s serving %s on %s (prefix %s, max %d streams, checkpoint every %ld frames, lease %ld ms)",
+            co_version_string(), w.opt.model_path, w.opt.nats_urls, w.opt.prefix, w.opt.max_streams, w.opt.checkpoint_every,
+            w.opt.lease_ms);
         rc = serve_loop(&w);
     }
     worker_free(&w);
