@@ -22,6 +22,9 @@
 #include <unistd.h>
 
 #include "cli/npy.h"
+#ifdef CO_HAVE_NATS
+#include "cli/serve.h"
+#endif
 
 #define EXIT_USAGE 2
 
@@ -47,6 +50,9 @@ static const char k_usage[] =
     "      times every op of the plan over the steps and prints them sorted by time\n"
     "  compare A.npy B.npy [--atol X] [--rtol X]\n"
     "      exit 0 if the arrays have one shape and |a - b| <= atol + rtol * |b| everywhere\n"
+    "  serve MODEL [--nats URL[,URL...]] [--prefix P] [--max-streams N] [--checkpoint-every K] [--lease-ms L]\n"
+    "        [--replicas R] [--name W] [--stats-ms M] [--dup-window-s S] [--checkpoint-history H] [--batch B] [--setup]\n"
+    "      a worker of a pool serving live streams over NATS JetStream (docs/serve.md)\n"
     "  version\n";
 
 /* ---- errors ---- */
@@ -1111,6 +1117,14 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc, argv);
     if (strcmp(cmd, "profile") == 0) return cmd_profile(argc, argv);
     if (strcmp(cmd, "compare") == 0) return cmd_compare(argc, argv);
+    if (strcmp(cmd, "serve") == 0) {
+#ifdef CO_HAVE_NATS
+        return co_cli_serve(argc, argv);
+#else
+        fputs("continual: this build has no `serve` (configure with libnats-dev installed)\n", stderr);
+        return 1;
+#endif
+    }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         /* the tool's own version (the header it was built with) and the library's it runs with */
         printf("continual %s (library %s, kernels %s)\n", CO_VERSION_STRING, co_version_string(), co_kernel_backend());
