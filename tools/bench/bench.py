@@ -47,7 +47,7 @@ TARGET_STREAMS = 1.25           # n streams in one call / lockstep batch n
 TARGET_THREADS = 1.7            # speed-up of 2 threads over 1 on batch-8 rows
 TARGET_FORWARD = 1.0            # continual-c forward / torch.nn forward
 TIMEOUT_PREP_S = 900
-TIMEOUT_STEP_S = 300
+TIMEOUT_STEP_S = 900           # the first request of a stream includes its warm-up to the receptive field
 
 
 # ---- workers ---------------------------------------------------------------------------------------
@@ -260,7 +260,8 @@ def main():
     ort, ort_version = None, None
     if node_path:
         ort_env = dict(env, NODE_PATH=node_path)
-        ort = Worker("ort", ["node", os.path.join(HERE, "ort_worker.js")], ort_env, os.path.join(cache, "worker-ort.log"))
+        ort = Worker("ort", ["node", os.path.join(HERE, "ort_worker.js")], ort_env,
+                     os.path.join(cache, "worker-ort.log"))
         v = ort.request(60, cmd="version")
         if not v.get("ok"):
             ort_why, ort = "onnxruntime-node does not load: %s" % v.get("error"), None
@@ -309,8 +310,8 @@ def main():
             info[(row.key, B)] = cw.request(TIMEOUT_STEP_S, cmd="info", model=model_file[row.key], batch=B)
         log("checking %s, batch %d ..." % (row.title, B))
         if p.get("ok") and model_file[row.key]:
-            checks[("c", row.key, B)] = cw.request(TIMEOUT_PREP_S, cmd="check", row=row.key, model=model_file[row.key], batch=B,
-                                                   warm=p["warm"], k=CHECK_STEPS, seed=SEED, dir=d)
+            checks[("c", row.key, B)] = cw.request(TIMEOUT_PREP_S, cmd="check", row=row.key, model=model_file[row.key],
+                                                   batch=B, warm=p["warm"], k=CHECK_STEPS, seed=SEED, dir=d)
         if ort is not None and p.get("ok"):
             if "onnx_error" in p:
                 checks[("ort", row.key, B)] = {"ok": False, "error": "export: " + p["onnx_error"]}
