@@ -408,8 +408,9 @@ def main():
     pr("host: %s %s, %d cpus, %s; loadavg at start/end %s / %s" % (
         platform.system(), platform.machine(), os.cpu_count(), cpu_name(), load_at_start, " ".join(
             "%.2f" % x for x in os.getloadavg())))
+    lib_shown = os.path.relpath(lib, REPO) if lib.startswith(REPO + os.sep) else lib
     pr("continual-c %s (kernels %s); reference continual 1.2.4 on torch %s; onnxruntime-node %s" % (
-        lib, peak.get("kernel_set", "?"), torch_version(), ort_version if ort else "– (%s)" % ort_why))
+        lib_shown, peak.get("kernel_set", "?"), torch_version(), ort_version if ort else "– (%s)" % ort_why))
     if "error" in peak:
         pr("peaks: not measured (%s)" % peak["error"])
     else:
