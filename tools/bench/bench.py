@@ -31,6 +31,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import models  # noqa: E402  (no torch at import)
+import worker  # noqa: E402  (numpy only at import; PREP_FORMAT)
 
 PY = "/usr/bin/python3"
 ORT_VERSION = "1.30.0"
@@ -100,8 +101,8 @@ class Worker:
         return json.loads(line)
 
 
-def file_hash(paths):
-    h = hashlib.sha1()
+def file_hash(paths, salt=""):
+    h = hashlib.sha1(salt.encode())
     for p in sorted(paths):
         with open(p, "rb") as f:
             h.update(f.read())
@@ -270,8 +271,8 @@ def main():
     notes = []
 
     # ---- models, reference streams, ONNX graphs (cached by the sources they come from) ----
-    ref_src = file_hash(py_files(os.path.join(REPO, "tools", "zoo")) + [os.path.join(HERE, "models.py"),
-                                                                         os.path.join(HERE, "worker.py")])
+    ref_src = file_hash(py_files(os.path.join(REPO, "tools", "zoo")) + [os.path.join(HERE, "models.py")],
+                        salt="prep%d" % worker.PREP_FORMAT)
     c_src = file_hash(py_files(os.path.join(REPO, "python", "continual_c")) + [os.path.join(HERE, "models.py")])
     model_file, prep, info, checks = {}, {}, {}, {}
     for row in rows:
@@ -432,6 +433,8 @@ def main():
     foot = []
 
     def cell(system, row, B):
+        if system == "ort" and a.no_ort:
+            return "–", None
         v = res.get((system, row.key, B, 1))
         e = errs.get((system, row.key, B, 1))
         chk = checks.get((system, row.key, B))

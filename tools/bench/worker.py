@@ -33,6 +33,9 @@ import numpy as np  # noqa: E402
 TIMING_POOL = 4
 # Check streams start after receptive field + this many frames.
 WARM_PAST_RECEPTIVE_FIELD = 8
+# Version of what Reference.prep writes: bench.py reuses cached check streams and ONNX graphs made
+# with the same version and the same model sources (bump it when prep changes).
+PREP_FORMAT = 1
 
 
 def frame(seed, t, shape):
@@ -250,10 +253,10 @@ class ContinualC:
                 "library": self.cc.library_path()}
 
     def new_stream(self, m, batch, threads):
-        if threads != 1:
-            if not self.has_threads:
-                raise RuntimeError("the library has no thread option (no threads= in continual_c Model.stream)")
+        if self.has_threads:  # explicit even for 1: the library's default may be more
             return m.stream(batch_size=batch, threads=threads)
+        if threads != 1:
+            raise RuntimeError("the library has no thread option (no threads= in continual_c Model.stream)")
         return m.stream(batch_size=batch)
 
     def check(self, req):
@@ -318,9 +321,9 @@ class ContinualC:
         key = (req["model"], n)
         fresh = key not in self.multi
         if fresh:
-            lock = m.stream(batch_size=n)
+            lock = self.new_stream(m, n, 1)
             ctx = m.multistream(n)
-            streams = [m.stream(batch_size=1) for _ in range(n)]
+            streams = [self.new_stream(m, 1, 1) for _ in range(n)]
             xs = np.ascontiguousarray(frame(req["seed"] + 2, 0, (n,) + lock.input_shape[1:]))
             ys = np.empty((n,) + lock.output_shape[1:], dtype=np.float32)
             # different positions: stream i starts i frames ahead
