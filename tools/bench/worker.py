@@ -212,10 +212,11 @@ class Reference:
             self.nets[key] = [row.build(), True]
         net = self.nets[key][0]
         clip = self.torch.from_numpy(clip_input(req["seed"], row.frame, req["frames"]))
+        last = {}
         with self.torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ts = time_loop(lambda i: net.forward(clip), 0, req["reps"], req["max_s"], 1)
-            y = net.forward(clip)
+            ts = time_loop(lambda i: last.update(y=net.forward(clip)), 0, req["reps"], req["max_s"], 1)
+        y = last["y"]
         np.save(req["out"], y.numpy())
         return {"ms": stats(ts), "out_shape": list(y.shape)}
 
@@ -365,10 +366,11 @@ class ContinualC:
         row = models.ROW_BY_KEY[req["row"]]
         m = self.model(req["model"])
         clip = clip_input(req["seed"], row.frame, req["frames"])
-        ts = time_loop(lambda i: m.forward(clip), 0, req["reps"], req["max_s"], 1)
+        last = {}
+        ts = time_loop(lambda i: last.update(y=m.forward(clip)), 0, req["reps"], req["max_s"], 1)
         res = {"ms": stats(ts)}
         if req.get("compare") and os.path.exists(req["compare"]):
-            res["check"] = compare(m.forward(clip), np.load(req["compare"]))
+            res["check"] = compare(last["y"], np.load(req["compare"]))
         return res
 
 
