@@ -26,7 +26,7 @@ from ._cli import cli_path
 # not. So the exporter's names are imported on first use (PEP 562): `import continual_c` stays
 # quick and works without torch.
 _LAZY = {
-    "export": "._export", "to_network": "._export", "ExportError": "._export", "ExportWarning": "._export",
+    "export": "._export", "to_network": "._export", "ExportError": "._export",
     "write_safetensors": "._export", "read_safetensors": "._export", "read_model_file": "._export",
     "ContinualAttention": "._export_transformer", "ContinualTransformerEncoder": "._export_transformer",
     "transformer_encoder": "._export_transformer",
@@ -58,7 +58,7 @@ except ImportError:  # a source checkout: the header beside it
         __version__ = "0+unknown"
 
 __all__ = [
-    "__version__", "export", "to_network", "ExportError", "ExportWarning", "write_safetensors", "read_safetensors", "read_model_file",
+    "__version__", "export", "to_network", "ExportError", "write_safetensors", "read_safetensors", "read_model_file",
     "Error", "PrecisionWarning", "Model", "Stream", "MultiStream", "load", "load_memory", "library", "library_available",
     "library_path", "library_version", "cli_path",
     "ContinualAttention", "ContinualTransformerEncoder", "transformer_encoder",

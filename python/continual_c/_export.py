@@ -11,7 +11,6 @@ import json
 import math
 import os
 import struct
-import warnings
 
 import numpy as np
 import torch
@@ -26,10 +25,6 @@ PRODUCER = "continual_c.export 0.1.0"
 
 class ExportError(ValueError):
     """The module (or one of its children) cannot be written to a continual-c model file."""
-
-
-class ExportWarning(UserWarning):
-    """export() wrote a file the library cannot load as it is (an input_shape the network cannot take)."""
 
 
 def _co():
@@ -888,7 +883,7 @@ def _tensor_to_numpy(name, t):
     return t.to(torch.int64).contiguous().numpy().astype("<i8", copy=False)
 
 
-def export(module, path, input_shape=None, callbacks=(), description=None):
+def export(module, path, input_shape=None, callbacks=(), description=None, check=True):
     """Write `module` (torch.nn or continual) to `path` as a continual-c model file.
 
     input_shape: optional per-frame shape without batch and time, e.g. (3, 16, 16) for clips
@@ -901,9 +896,10 @@ def export(module, path, input_shape=None, callbacks=(), description=None):
     description: optional free text (at most 4096 bytes) stored in the file; `continual info` and
     co_model_description() show it (the model zoo records the paper's figures there).
     Returns the network JSON (a dict). Raises ExportError for unsupported modules, naming the
-    class, its dotted path in the network and what to do instead. Where the library can be loaded,
-    the written file is loaded once: an input_shape the network cannot take is an ExportWarning
-    naming the library's reason (an error under warnings.simplefilter("error", ExportWarning)).
+    class, its dotted path in the network and what to do instead.
+    check: where the library can be loaded, the written file is loaded once; an input_shape the
+    network cannot take raises ExportError with the library's reason and leaves no file behind.
+    check=False writes the file as it is (for tools that rewrite the network afterwards).
     """
     walkers = []
     net, expected, dropped = _walk(module, input_shape, callbacks, walkers)
@@ -947,7 +943,7 @@ def export(module, path, input_shape=None, callbacks=(), description=None):
                               % (tuple(input_shape),))
         meta["frame_shape"] = json.dumps(fs)
     write_safetensors(path, tensors, meta)
-    if input_shape is not None:
+    if input_shape is not None and check:
         _check_frame_shape_loads(path, tuple(fs))
     return net
 
@@ -959,10 +955,9 @@ def _unused_callback(x):
 def _check_frame_shape_loads(path, frame_shape):
     """A file whose recorded frame shape the network cannot take loads nowhere (co_model_load checks
     it): where the library can be loaded, load the file once and, if it refuses the shape
-    (CO_ERR_SHAPE), warn (ExportWarning) with the library's reason. A warning, not an error: a file
-    may be written to be rewritten (tests build networks that way); warnings.simplefilter("error",
-    continual_c.ExportWarning) makes it an error. Other load errors are left to load() to report.
-    The callbacks the file names get stand-ins (a load does not call them)."""
+    (CO_ERR_SHAPE), remove the file and raise ExportError with the library's reason. Other load
+    errors are left to load() to report. The callbacks the file names get stand-ins (a load does
+    not call them)."""
     from . import _binding
 
     if not _binding.library_available():
@@ -973,6 +968,7 @@ def _check_frame_shape_loads(path, frame_shape):
     except _binding.Error as e:
         if e.status_name != "CO_ERR_SHAPE":
             return
-        warnings.warn("%s cannot be loaded: input_shape %r does not fit the network (%s); input_shape is the shape "
-                      "of one frame without batch and time, (C, *S): (3, 16, 16) for clips (B, 3, T, 16, 16), (64,) "
-                      "for (B, 64, T)" % (os.fspath(path), frame_shape, e.message), ExportWarning, stacklevel=3)
+        os.remove(path)
+        raise ExportError("input_shape %r does not fit the network (%s); nothing was written to %s. input_shape is "
+                          "the shape of one frame without batch and time, (C, *S): (3, 16, 16) for clips "
+                          "(B, 3, T, 16, 16), (64,) for (B, 64, T)" % (frame_shape, e.message, os.fspath(path))) from None
