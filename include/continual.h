@@ -251,7 +251,7 @@ CO_API co_status co_forward_steps(co_stream *stream, const float *x, int64_t t, 
  * frames (0 for a network without end padding; y may then be NULL).
  * Statuses: CO_ERR_INVALID_ARGUMENT (NULL stream or t_out, NULL y where frames may appear),
  * CO_ERR_BUFFER_TOO_SMALL (y_frames too small); a refused call leaves the stream as it was.
- * Allocates nothing. */
+ * Runs on the stream's threads (co_stream_set_threads). Allocates nothing. */
 CO_API int64_t co_stream_finish_max_output(const co_stream *stream); /* 0 for a NULL stream */
 CO_API co_status co_stream_finish(co_stream *stream, float *y, int64_t y_frames, int64_t *t_out);
 

@@ -488,7 +488,9 @@ co_status co_stream_finish(co_stream *s, float *y, int64_t y_frames, int64_t *t_
         return co_error(CO_ERR_BUFFER_TOO_SMALL,
                         "co_stream_finish: output holds %lld frames, up to %lld may appear (co_stream_finish_max_output)",
                         (long long)y_frames, (long long)need);
+    co_pool *const outer = co_pool_enter(s->threads.pool);
     const int64_t n = drain(s, s->state, y, y_frames, 0);
+    co_pool_leave(outer);
     compact_output(s, y, y_frames, n);
     *t_out = n;
     reset_state(s, s->state);

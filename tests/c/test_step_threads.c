@@ -1,7 +1,7 @@
 /*
  * test_step_threads.c — intra-step threads (co_stream_set_threads and friends) give the same
- * outputs as 1 thread, bit for bit: co_forward_step (steps and peeks), co_forward_steps (with and
- * without end padding), co_forward_step_streams (a context of 3 threads against one of 1), and
+ * outputs as 1 thread, bit for bit: co_forward_step (steps and peeks), co_stream_finish,
+ * co_forward_steps (with and without end padding), co_forward_step_streams (a context of 3 threads against one of 1), and
  * co_forward_threaded against co_forward, for 2, 3 and 4 threads, on models whose products are
  * large enough to be split (a Conv3d stack and a Conv1d + Linear stack, batch 8) and on the
  * model files given. The products themselves: co_gemm_nn / nt / packed split over a pool against
@@ -228,6 +228,16 @@ static void check_stream(const char *what, co_model *m, int batch, int threads)
             TU_CHECK(t1 == t2 && same(y1, y2, out_n * t1), "%s, %d threads: forward_steps (pad %d, update %d) differs",
                      what, threads, pad, upd);
         }
+    /* end of input (co_stream_finish) after the steps above, on the stream's threads */
+    {
+        const int64_t fcap = co_stream_finish_max_output(s);
+        int64_t t1 = -1, t2 = -2;
+        if (fcap <= cap) {
+            TU_STATUS(co_stream_finish(ref, y1, fcap, &t1), CO_OK, "finish (1 thread)");
+            TU_STATUS(co_stream_finish(s, y2, fcap, &t2), CO_OK, "finish (threads)");
+            TU_CHECK(t1 == t2 && same(y1, y2, out_n * t1), "%s, %d threads: co_stream_finish differs", what, threads);
+        }
+    }
     TU_CHECK(atomic_load(&g_allocs) == allocs, "%s, %d threads: %ld allocation(s) while stepping", what, threads,
              atomic_load(&g_allocs) - allocs);
     /* the clip */
