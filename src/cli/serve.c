@@ -536,54 +536,20 @@ static int lease_fresh(worker *w, int i)
     return lease_renew(w, i);
 }
 
-static void publish_output(worker *w, served *s, const float *y, int64_t frames, uint64_t seq)
+/* A header holding an unsigned number. */
+static void set_header_u64(natsMsg *m, const char *name, uint64_t value)
 {
-    char subj[SERVE_SUBJECT_MAX], msg_id[SERVE_ID_MAX + 32], num[32];
-    snprintf(subj, sizeof subj, "%s.out.%s", w->opt.prefix, s->id);
-    const int frame_bytes = (int)(w->out_n * (int64_t)sizeof(float));
-    for (int64_t f = 0; f < frames; f++) {
-        natsMsg *m = NULL;
-        natsStatus st = natsMsg_Create(&m, subj, NULL, (const char *)(y + f * w->out_n), frame_bytes);
-        if (st == NATS_OK) {
-            snprintf(num, sizeof num, "%llu", (unsigned long long)seq);
-            natsMsgHeader_Set(m, HDR_SEQ, num);
-            snprintf(num, sizeof num, "%llu", (unsigned long long)s->out_index);
-            natsMsgHeader_Set(m, HDR_INDEX, num);
-            if (s->cur_time) natsMsgHeader_Set(m, HDR_TIME, s->cur_time);
-            natsMsgHeader_Set(m, HDR_WORKER, w->opt.name);
-            snprintf(msg_id, sizeof msg_id, "%s:%llu", s->id, (unsigned long long)s->out_index);
-            jsPubOptions po;
-            jsPubOptions_Init(&po);
-            po.MsgId = msg_id;
-            po.MaxWait = REQUEST_WAIT_MS;
-            st = js_PublishMsgAsync(w->js, &m, &po);
-        }
-        if (st != NATS_OK) {
-            natsMsg_Destroy(m);
-            pthread_mutex_lock(&w->lock);
-            if (w->n_failed < FAILED_IDS_MAX) snprintf(w->failed[w->n_failed++], SERVE_ID_MAX, "%s", s->id);
-            else w->failed_overflow = 1;
-            pthread_mutex_unlock(&w->lock);
-        }
-        s->out_index++;
-        w->outputs++;
-    }
+    char num[32];
+    snprintf(num, sizeof num, "%llu", (unsigned long long)value);
+    natsMsgHeader_Set(m, name, num);
 }
 
-static void publish_end(worker *w, served *s, uint64_t seq)
+/* Publishes message m (created with status st) on `out` under message id msg_id (JetStream
+ * de-duplicates by it); a message that could not be created or sent puts the stream on the
+ * failed list (handle_publish_failures). */
+static void publish_out(worker *w, const served *s, natsMsg *m, natsStatus st, const char *msg_id)
 {
-    char subj[SERVE_SUBJECT_MAX], msg_id[SERVE_ID_MAX + 48], num[32];
-    snprintf(subj, sizeof subj, "%s.out.%s", w->opt.prefix, s->id);
-    natsMsg *m = NULL;
-    natsStatus st = natsMsg_Create(&m, subj, NULL, NULL, 0);
     if (st == NATS_OK) {
-        snprintf(num, sizeof num, "%llu", (unsigned long long)seq);
-        natsMsgHeader_Set(m, HDR_SEQ, num);
-        snprintf(num, sizeof num, "%llu", (unsigned long long)s->eos_count);
-        natsMsgHeader_Set(m, HDR_END, num);
-        snprintf(num, sizeof num, "%llu", (unsigned long long)s->out_index);
-        natsMsgHeader_Set(m, HDR_COUNT, num);
-        snprintf(msg_id, sizeof msg_id, "%s:end:%llu", s->id, (unsigned long long)s->eos_count);
         jsPubOptions po;
         jsPubOptions_Init(&po);
         po.MsgId = msg_id;
@@ -597,6 +563,42 @@ static void publish_end(worker *w, served *s, uint64_t seq)
         else w->failed_overflow = 1;
         pthread_mutex_unlock(&w->lock);
     }
+}
+
+static void publish_output(worker *w, served *s, const float *y, int64_t frames, uint64_t seq)
+{
+    char subj[SERVE_SUBJECT_MAX], msg_id[SERVE_ID_MAX + 32];
+    snprintf(subj, sizeof subj, "%s.out.%s", w->opt.prefix, s->id);
+    const int frame_bytes = (int)(w->out_n * (int64_t)sizeof(float));
+    for (int64_t f = 0; f < frames; f++) {
+        natsMsg *m = NULL;
+        natsStatus st = natsMsg_Create(&m, subj, NULL, (const char *)(y + f * w->out_n), frame_bytes);
+        if (st == NATS_OK) {
+            set_header_u64(m, HDR_SEQ, seq);
+            set_header_u64(m, HDR_INDEX, s->out_index);
+            if (s->cur_time) natsMsgHeader_Set(m, HDR_TIME, s->cur_time);
+            natsMsgHeader_Set(m, HDR_WORKER, w->opt.name);
+            snprintf(msg_id, sizeof msg_id, "%s:%llu", s->id, (unsigned long long)s->out_index);
+        }
+        publish_out(w, s, m, st, msg_id);
+        s->out_index++;
+        w->outputs++;
+    }
+}
+
+static void publish_end(worker *w, served *s, uint64_t seq)
+{
+    char subj[SERVE_SUBJECT_MAX], msg_id[SERVE_ID_MAX + 48];
+    snprintf(subj, sizeof subj, "%s.out.%s", w->opt.prefix, s->id);
+    natsMsg *m = NULL;
+    natsStatus st = natsMsg_Create(&m, subj, NULL, NULL, 0);
+    if (st == NATS_OK) {
+        set_header_u64(m, HDR_SEQ, seq);
+        set_header_u64(m, HDR_END, s->eos_count);
+        set_header_u64(m, HDR_COUNT, s->out_index);
+        snprintf(msg_id, sizeof msg_id, "%s:end:%llu", s->id, (unsigned long long)s->eos_count);
+    }
+    publish_out(w, s, m, st, msg_id);
 }
 
 /* Streams whose outputs failed to be stored are dropped without a checkpoint: whoever takes them
