@@ -29,6 +29,7 @@
 #include "core/build.h"
 #include "kernels/attention_rows.h"
 #include "kernels/gemm.h"
+#include "kernels/threadpool.h"
 #include "kernels/weights.h"
 
 typedef struct mha_params {
@@ -133,21 +134,43 @@ static retro_layout retro_layout_of(const mha_params *p)
     return L;
 }
 
-/* Scratch of one step of R = (streams x B) items: gathered inputs X (R E), projections (3 R E),
- * the per-head product's input rows G = [v_new; v_old; exact new row] (3 R E) and output U
- * (3 R H E), the leaving keys (R E); per item in turn: update coefficients (3 N H), logits (N H),
- * a value-space row (E) and the window's outputs (N E). */
-static size_t retro_scratch_floats(const mha_params *p, int64_t R)
+/* Threads (docs/kernels.md, "Threads in the attention steps"): the loops of a step around the
+ * products run as tasks of the current pool by a partition fixed by the shapes alone — one task
+ * per item for the new token's exact row (retroactive) and the attention of the query (single
+ * output), one task per item and block of RETRO_COLUMNS_PER_TASK window outputs for the
+ * retroactive row updates — so every float is computed by the same operations in the same
+ * order whatever the thread count, and each task works in its own slice of the scratch. */
+enum { RETRO_COLUMNS_PER_TASK = 16 };
+
+static int64_t retro_blocks(const mha_params *p)
+{
+    return (p->N + RETRO_COLUMNS_PER_TASK - 1) / RETRO_COLUMNS_PER_TASK;
+}
+
+/* Floats of one task's scratch slice: for the new token's row the logits (N H); for a block of
+ * window outputs the update coefficients of one row (3 H), one head's logits (N), a value-space
+ * row (E) and the block's outputs (RETRO_COLUMNS_PER_TASK E). */
+static int64_t retro_task_floats(const mha_params *p)
 {
     const int64_t E = p->E, H = p->H, N = p->N;
-    return (size_t)(R * (E + 3 * E + 3 * E + 3 * H * E + E) + 3 * N * H + N * H + E + N * E);
+    const int64_t row = N * H, block = 3 * H + N + E + RETRO_COLUMNS_PER_TASK * E;
+    return row > block ? row : block;
+}
+
+/* Scratch of one step of R = (streams x B) items: gathered inputs X (R E), projections (3 R E),
+ * the per-head product's input rows G = [v_new; v_old; exact new row] (3 R E) and output U
+ * (3 R H E), the leaving keys (R E); then one slice per task (R x blocks of them). */
+static size_t retro_scratch_floats(const mha_params *p, int64_t R)
+{
+    const int64_t E = p->E, H = p->H;
+    return (size_t)(R * (E + 3 * E + 3 * E + 3 * H * E + E) + R * retro_blocks(p) * retro_task_floats(p));
 }
 
 /* Single-output scratch for R items: gathered inputs (R E), projections (3 R E), attention
- * outputs and their projection (2 R E), logits (N). */
+ * outputs and their projection (2 R E), the logits of each item's task (R N). */
 static size_t so_scratch_floats(const mha_params *p, int64_t R)
 {
-    return (size_t)(R * 6 * p->E + p->N);
+    return (size_t)(R * 6 * p->E + R * p->N);
 }
 
 /* ---- resolve ---- */
@@ -223,14 +246,42 @@ static const float *gather_rows(int n, const float *const *in, int64_t stream_fl
 }
 
 /* ---- single output: n streams of B items each (n = 1: a plain step) ---- */
+
+/* What the attention tasks of one single-output step read: item t (stream t / B, item t % B)
+ * attends with its query in qkv to its window and writes its emitting row of o. */
+typedef struct so_job {
+    const mha_params *p;
+    int64_t B;
+    void *const *states;
+    const int *produced;
+    const float *qkv;
+    float *o, *w; /* w: N logits per task */
+} so_job;
+
+static void so_attend_task(void *ctx, int t)
+{
+    const so_job *j = ctx;
+    const mha_params *p = j->p;
+    const int64_t B = j->B, E = p->E, N = p->N, dh = p->dh, b = t % B;
+    const int i = (int)(t / B);
+    if (!j->produced[i]) return;
+    int64_t row = b; /* the item's row among the emitting items, stream by stream */
+    for (int k = 0; k < i; k++)
+        if (j->produced[k]) row += B;
+    const mha_head *h = j->states[i];
+    const float *K = (const float *)(h + 1) + b * N * E, *V = K + B * N * E, *q = j->qkv + t * 3 * E;
+    for (int64_t hh = 0; hh < p->H; hh++)
+        attend(q + hh * dh, K + hh * dh, V + hh * dh, N, E, dh, j->w + t * N, j->o + row * E + hh * dh);
+}
+
 static void so_steps(const co_op *op, const co_oprt *rt, int n, void *const *states, const float *const *in,
                      float *const *out, int *produced, float *scratch)
 {
     const mha_params *p = op->params;
-    const int64_t B = rt->out.d[0], E = p->E, N = p->N, dh = p->dh, R = n * B;
+    const int64_t B = rt->out.d[0], E = p->E, N = p->N, R = n * B;
     float *X = scratch, *qkv = X + R * E, *o = qkv + 3 * R * E, *y = o + R * E, *w = y + R * E;
     project_qkv(p, gather_rows(n, in, B * E, X), R, qkv); /* every item in one pass over the weights */
-    int64_t emitting = 0; /* items whose attention outputs are in o, stream by stream */
+    int64_t emitting = 0; /* items with an output this step */
     for (int i = 0; i < n; i++) {
         mha_head *h = states[i];
         float *K = (float *)(h + 1), *V = K + B * N * E, *Q = V + B * N * E;
@@ -252,13 +303,11 @@ static void so_steps(const co_op *op, const co_oprt *rt, int n, void *const *sta
         h->pos = (h->pos + 1) % N;
         if (h->count < N) h->count++;
         produced[i] = h->count >= N;
-        if (!produced[i]) continue;
-        for (int64_t b = 0; b < B; b++, emitting++)
-            for (int64_t hh = 0; hh < p->H; hh++)
-                attend(qkv + (i * B + b) * 3 * E + hh * dh, K + b * N * E + hh * dh, V + b * N * E + hh * dh, N, E, dh,
-                       w, o + emitting * E + hh * dh);
+        if (produced[i]) emitting += B;
     }
     if (!emitting) return;
+    so_job job = {p, B, states, produced, qkv, o, w};
+    co_pool_run(co_pool_current(), (int)R, so_attend_task, &job); /* one task per item */
     if (n == 1) {
         out_project(p, o, B, out[0]);
         return;
@@ -345,72 +394,110 @@ static void retro_row_pass(int64_t H, int64_t E, const float *coef, const float 
     }
 }
 
+/* What the tasks of one retroactive step share. Item t is item t % B of stream t / B. */
+typedef struct retro_job {
+    const mha_params *p;
+    retro_layout L;
+    int64_t B, R, blocks, task_floats;
+    void *const *states;
+    float *const *out;
+    float *qkv, *G, *U, *kold, *slices; /* slices: task_floats per task */
+} retro_job;
+
+/* Item t's state block (S) and its stream's ring head. */
+static float *retro_item(const retro_job *j, int64_t t, const mha_head **head)
+{
+    *head = j->states[t / j->B];
+    return (float *)(*head + 1) + (t % j->B) * j->L.floats;
+}
+
+/* Task t: the new token of item t into its window, its exact row (value space) and both
+ * tokens' values into G. */
+static void retro_enter_task(void *ctx, int t)
+{
+    const retro_job *j = ctx;
+    const mha_params *p = j->p;
+    const int64_t E = p->E, H = p->H, R = j->R;
+    const mha_head *h;
+    float *S = retro_item(j, t, &h), *K = S + j->L.K, *Q = S + j->L.Q, *V = S + j->L.V;
+    float *M = S + j->L.M, *D = S + j->L.D, *P = S + j->L.P, *q = j->qkv + t * 3 * E;
+    const int64_t slot = h->pos;
+    for (int64_t c = 0; c < E; c++) q[c] *= p->scale;
+    memcpy(j->kold + t * E, K + slot * E, (size_t)E * sizeof(float));
+    memcpy(j->G + (R + t) * E, V + slot * E, (size_t)E * sizeof(float));
+    memcpy(j->G + t * E, q + 2 * E, (size_t)E * sizeof(float));
+    memcpy(K + slot * E, q + E, (size_t)E * sizeof(float));
+    memcpy(Q + slot * E, q, (size_t)E * sizeof(float));
+    memcpy(V + slot * E, q + 2 * E, (size_t)E * sizeof(float));
+    retro_row_exact(p, q, K, V, 0, H, M + slot * H, D + slot * H, j->G + (2 * R + t) * E,
+                    j->slices + t * j->blocks * j->task_floats);
+    memcpy(P + slot * H, D + slot * H, (size_t)H * sizeof(float));
+}
+
+/* Task (t, k): the rows of item t whose window outputs are columns [k C, (k + 1) C) of its
+ * (E, N) output, C = RETRO_COLUMNS_PER_TASK: each row's sums updated for the leaving and the
+ * entering token (or recomputed exactly), its numerators updated in the pass that sums its
+ * output, and the block's outputs written to the item's output when it emits. */
+static void retro_update_task(void *ctx, int task)
+{
+    const retro_job *j = ctx;
+    const mha_params *p = j->p;
+    const int64_t E = p->E, N = p->N, H = p->H, dh = p->dh, R = j->R, HE = H * E;
+    const int64_t t = task / j->blocks, c0 = (task % j->blocks) * RETRO_COLUMNS_PER_TASK;
+    const int64_t c1 = c0 + RETRO_COLUMNS_PER_TASK < N ? c0 + RETRO_COLUMNS_PER_TASK : N;
+    const mha_head *h;
+    float *S = retro_item(j, t, &h), *K = S + j->L.K, *Q = S + j->L.Q, *V = S + j->L.V;
+    float *M = S + j->L.M, *D = S + j->L.D, *P = S + j->L.P, *A = S + j->L.A;
+    float *coef = j->slices + task * j->task_floats, *w = coef + RETRO_COEFS * H, *av = w + N, *ob = av + E;
+    const float *u_new = j->U + t * HE, *u_old = j->U + (R + t) * HE, *ko = j->kold + t * E;
+    const int64_t slot = h->pos;
+    for (int64_t col = c0; col < c1; col++) { /* window outputs oldest token first: column col is row r */
+        const int64_t r = (col + slot + 1) % N;
+        if (r == slot) memcpy(A + slot * HE, j->U + (2 * R + t) * HE, (size_t)HE * sizeof(float));
+        for (int64_t hh = 0; hh < H; hh++) {
+            const int64_t i = r * H + hh;
+            float *c = coef + hh * RETRO_COEFS;
+            if (r == slot) {
+                c[0] = k_retro_keep;
+            } else if (!retro_row_scalars(Q + r * E + hh * dh, ko + hh * dh, K + slot * E + hh * dh, dh, &M[i], &D[i],
+                                          &P[i], c)) {
+                retro_row_exact(p, Q + r * E, K, V, hh, hh + 1, M + r * H, D + r * H, av, w);
+                P[i] = D[i];
+                co_gemm_packed(1, E, dh, av + hh * dh, dh, p->w_out_head_packed[hh], 0.0f, A + i * E, E);
+                c[0] = k_retro_keep;
+            }
+        }
+        float *orow = ob + (col - c0) * E;
+        for (int64_t c = 0; c < E; c++) orow[c] = p->b_out ? p->b_out[c] : 0.0f;
+        retro_row_pass(H, E, coef, D + r * H, u_old, u_new, A + r * HE, orow);
+    }
+    if (h->count + 1 < N) return; /* no output this step */
+    float *y = j->out[t / j->B] + (t % j->B) * E * N; /* (E, N) */
+    for (int64_t c = 0; c < E; c++)
+        for (int64_t col = c0; col < c1; col++) y[c * N + col] = ob[(col - c0) * E + c];
+}
+
 /* n streams of B items each (n = 1: a plain step). */
 static void retro_steps(const co_op *op, const co_oprt *rt, int n, void *const *states, const float *const *in,
                         float *const *out, int *produced, float *scratch)
 {
     const mha_params *p = op->params;
-    const retro_layout L = retro_layout_of(p);
-    const int64_t B = rt->out.d[0], E = p->E, N = p->N, H = p->H, dh = p->dh, R = n * B, HE = H * E;
+    const int64_t B = rt->out.d[0], E = p->E, H = p->H, dh = p->dh, R = n * B, HE = H * E;
     float *X = scratch, *qkv = X + R * E, *G = qkv + 3 * R * E, *U = G + 3 * R * E, *kold = U + 3 * R * HE;
-    float *coef = kold + R * E, *w = coef + RETRO_COEFS * N * H, *av = w + N * H, *o = av + E;
+    retro_job job = {p, retro_layout_of(p), B, R, retro_blocks(p), retro_task_floats(p), states, out,
+                     qkv, G, U, kold, kold + R * E};
+    co_pool *pool = co_pool_current();
     project_qkv(p, gather_rows(n, in, B * E, X), R, qkv); /* every item in one pass over the weights */
-    /* the new token into each window; its exact row (value space) and both tokens' values into G */
-    for (int64_t t = 0; t < R; t++) {
-        const mha_head *h = states[t / B];
-        float *S = (float *)(h + 1) + (t % B) * L.floats, *K = S + L.K, *Q = S + L.Q, *V = S + L.V;
-        float *M = S + L.M, *D = S + L.D, *P = S + L.P, *q = qkv + t * 3 * E;
-        const int64_t slot = h->pos;
-        for (int64_t c = 0; c < E; c++) q[c] *= p->scale;
-        memcpy(kold + t * E, K + slot * E, (size_t)E * sizeof(float));
-        memcpy(G + (R + t) * E, V + slot * E, (size_t)E * sizeof(float));
-        memcpy(G + t * E, q + 2 * E, (size_t)E * sizeof(float));
-        memcpy(K + slot * E, q + E, (size_t)E * sizeof(float));
-        memcpy(Q + slot * E, q, (size_t)E * sizeof(float));
-        memcpy(V + slot * E, q + 2 * E, (size_t)E * sizeof(float));
-        retro_row_exact(p, q, K, V, 0, H, M + slot * H, D + slot * H, G + (2 * R + t) * E, w);
-        memcpy(P + slot * H, D + slot * H, (size_t)H * sizeof(float));
-    }
+    co_pool_run(pool, (int)R, retro_enter_task, &job);
     /* through each head's block of Wo: u_new, u_old and the new row's numerators of every item */
     for (int64_t hh = 0; hh < H; hh++)
         co_gemm_packed(3 * R, E, dh, G + hh * dh, E, p->w_out_head_packed[hh], 0.0f, U + hh * E, HE);
-    for (int64_t t = 0; t < R; t++) {
-        const mha_head *h = states[t / B];
-        float *S = (float *)(h + 1) + (t % B) * L.floats, *K = S + L.K, *Q = S + L.Q, *V = S + L.V;
-        float *M = S + L.M, *D = S + L.D, *P = S + L.P, *A = S + L.A;
-        const float *u_new = U + t * HE, *u_old = U + (R + t) * HE, *ko = kold + t * E;
-        const int64_t slot = h->pos;
-        const int emit = h->count + 1 >= N;
-        memcpy(A + slot * HE, U + (2 * R + t) * HE, (size_t)HE * sizeof(float));
-        for (int64_t r = 0; r < N; r++)
-            for (int64_t hh = 0; hh < H; hh++) {
-                const int64_t i = r * H + hh;
-                float *c = coef + i * RETRO_COEFS;
-                if (r == slot) {
-                    c[0] = k_retro_keep;
-                } else if (!retro_row_scalars(Q + r * E + hh * dh, ko + hh * dh, K + slot * E + hh * dh, dh, &M[i],
-                                              &D[i], &P[i], c)) {
-                    retro_row_exact(p, Q + r * E, K, V, hh, hh + 1, M + r * H, D + r * H, av, w);
-                    P[i] = D[i];
-                    co_gemm_packed(1, E, dh, av + hh * dh, dh, p->w_out_head_packed[hh], 0.0f, A + i * E, E);
-                    c[0] = k_retro_keep;
-                }
-            }
-        for (int64_t r = 0; r < N; r++) { /* window outputs, oldest token first: row r to o[r - slot - 1 mod N] */
-            float *orow = o + ((r - slot - 1 + 2 * N) % N) * E;
-            for (int64_t c = 0; c < E; c++) orow[c] = p->b_out ? p->b_out[c] : 0.0f;
-            retro_row_pass(H, E, coef + r * H * RETRO_COEFS, D + r * H, u_old, u_new, A + r * HE, orow);
-        }
-        if (!emit) continue;
-        float *y = out[t / B] + (t % B) * E * N; /* (E, N) */
-        for (int64_t c = 0; c < E; c++)
-            for (int64_t r = 0; r < N; r++) y[c * N + r] = o[r * E + c];
-    }
+    co_pool_run(pool, (int)(R * job.blocks), retro_update_task, &job);
     for (int i = 0; i < n; i++) {
         mha_head *h = states[i];
-        produced[i] = h->count + 1 >= N;
-        h->pos = (h->pos + 1) % N;
-        if (h->count < N) h->count++;
+        produced[i] = h->count + 1 >= p->N;
+        h->pos = (h->pos + 1) % p->N;
+        if (h->count < p->N) h->count++;
     }
 }
 

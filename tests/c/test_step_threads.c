@@ -4,7 +4,7 @@
  * co_forward_steps (with and without end padding), co_forward_step_streams (a context of 3 threads against one of 1), and
  * co_forward_threaded against co_forward, for 2, 3 and 4 threads, on models whose products are
  * large enough to be split (a Conv3d stack and a Conv1d + Linear stack, batch 8) and on the
- * model files given. The products themselves: co_gemm_nn / nt / packed split over a pool against
+ * model files given, and on the continual attentions (batch 1, 3, 8). The products themselves: co_gemm_nn / nt / packed split over a pool against
  * the same call on one thread, over shapes with row, column and K tails; the pool alone (every
  * task once, workers busy or asleep, no nesting). Stepping with threads
  * allocates nothing (counting allocator); the option's statuses (range, NULL, back to 1).
@@ -191,6 +191,32 @@ static void conv1d_spec(tu_spec *s)
     s->t[5] = (tu_tensor){.name = "3.bias", .ndim = 1, .shape = {96}};
 }
 
+/* The continual attentions (embed 64, 4 heads): their steps split the per-item and per-block
+ * loops over the pool by a fixed partition (layers/attention.c). sequence_len 20 has a full and a
+ * tail block of window outputs per item; the pattern weights at scale 1 give logits of several
+ * units, so rows are also recomputed exactly inside the tasks. */
+enum { ATTN_E = 64 };
+static char g_attention_network[512];
+
+static void attention_spec(tu_spec *s, int retroactive, int sequence_len, int query_index)
+{
+    memset(s, 0, sizeof *s);
+    char extra[64] = "";
+    if (!retroactive) snprintf(extra, sizeof extra, ",\"query_index\":%d,\"single_output_forward\":false", query_index);
+    snprintf(g_attention_network, sizeof g_attention_network,
+             "{\"type\":\"%sMultiheadAttention\",\"name\":\"\",\"embed_dim\":%d,\"num_heads\":4,"
+             "\"sequence_len\":%d,\"bias\":true,\"batch_first\":true,\"embed_dim_second\":true%s}",
+             retroactive ? "Retroactive" : "SingleOutput", ATTN_E, sequence_len, extra);
+    s->network = g_attention_network;
+    s->frame_shape = "[64]";
+    s->weight_scale = 1.0f;
+    s->n = 4;
+    s->t[0] = (tu_tensor){.name = "in_proj_weight", .ndim = 2, .shape = {3 * ATTN_E, ATTN_E}};
+    s->t[1] = (tu_tensor){.name = "in_proj_bias", .ndim = 1, .shape = {3 * ATTN_E}};
+    s->t[2] = (tu_tensor){.name = "out_proj.weight", .ndim = 2, .shape = {ATTN_E, ATTN_E}};
+    s->t[3] = (tu_tensor){.name = "out_proj.bias", .ndim = 1, .shape = {ATTN_E}};
+}
+
 static int same(const float *a, const float *b, int64_t n) { return memcmp(a, b, (size_t)n * sizeof(float)) == 0; }
 
 /* Steps, peeks and clips of a stream of `threads` threads against a stream of 1. */
@@ -375,6 +401,18 @@ int main(int argc, char **argv)
     if ((m = tu_load_spec(&spec))) {
         check_model("Conv1d + Linear stack", m, 8);
         co_model_free(m);
+    }
+    static const struct { const char *what; int retroactive, sequence_len, query_index, batch; } k_attentions[] = {
+        {"retroactive attention N20 b8", 1, 20, 0, 8},  {"retroactive attention N20 b1", 1, 20, 0, 1},
+        {"retroactive attention N5 b3", 1, 5, 0, 3},    {"single-output attention N20 b1", 0, 20, 5, 1},
+        {"single-output attention N5 b3", 0, 5, 1, 3},  {"single-output attention N5 b8", 0, 5, -1, 8},
+    };
+    for (size_t i = 0; i < sizeof k_attentions / sizeof k_attentions[0]; i++) {
+        attention_spec(&spec, k_attentions[i].retroactive, k_attentions[i].sequence_len, k_attentions[i].query_index);
+        if ((m = tu_load_spec(&spec))) {
+            check_model(k_attentions[i].what, m, k_attentions[i].batch);
+            co_model_free(m);
+        }
     }
     for (int i = 1; i < argc; i++) {
         TU_STATUS(co_model_load(argv[i], &m), CO_OK, argv[i]);

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import continual_c
+from continual_c._export_transformer import ContinualAttention
 from continual_c import Error
 
 co = pytest.importorskip("continual")
@@ -90,3 +91,48 @@ def test_threads_refused(tmp_path):
     ctx.close()
     with pytest.raises(Error):
         ctx.threads = 2
+
+
+ATTENTIONS = [
+    # N = 20: one full block of 16 window outputs per task and a tail block of 4
+    ("retroactive", lambda: ContinualAttention(nn.MultiheadAttention(64, 4, batch_first=True), 20, "retroactive")),
+    ("single_output", lambda: ContinualAttention(nn.MultiheadAttention(64, 4, batch_first=True), 20,
+                                                 "single_output", query_index=5)),
+]
+
+
+@pytest.mark.parametrize("kind,make", ATTENTIONS, ids=[a[0] for a in ATTENTIONS])
+@pytest.mark.parametrize("batch", [1, 3, 8])
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_attention_threads_bit_identical(tmp_path, kind, make, batch, scale):
+    """The attention steps split their per-item / per-block loops over the pool by a partition fixed by
+    the shapes: 1, 2 and 3 threads give the same bits, at batch 1, 3 and 8, stepping and peeking, and
+    for independent streams at different positions in one call (scale 30: large logits, so rows are
+    recomputed exactly inside the tasks too)."""
+    torch.manual_seed(3)
+    path = str(tmp_path / (kind + ".safetensors"))
+    continual_c.export(make().eval(), path, input_shape=(64,))
+    m = continual_c.load(path)
+    T = 45
+    rng = np.random.default_rng(2)
+    x = (scale * rng.standard_normal((batch, 64, T))).astype(np.float32)
+    streams = [m.stream(batch, threads=t) for t in (1, 2, 3)]
+    for t in range(T):
+        frame = np.ascontiguousarray(x[:, :, t])
+        if t % 5 == 4:
+            peeks = [s.forward_step(frame, update_state=False) for s in streams]
+            for k in (1, 2):
+                _same(peeks[0], peeks[k], "peek %d, %d threads" % (t, k + 1))
+        ys = [s.forward_step(frame) for s in streams]
+        for k in (1, 2):
+            _same(ys[0], ys[k], "step %d, %d threads" % (t, k + 1))
+    # independent streams joining at different times, stepped in one call on 1 and 3 threads
+    n = 4
+    c1, c3 = m.multistream(n, batch_size=batch), m.multistream(n, batch_size=batch, threads=3)
+    s1 = [m.stream(batch) for _ in range(n)]
+    s3 = [m.stream(batch) for _ in range(n)]
+    for t in range(T):
+        k = min(n, 1 + t // 7)
+        frames = [np.ascontiguousarray(x[:, :, (t + 11 * i) % T]) for i in range(k)]
+        for i, (a, b) in enumerate(zip(c1.forward_step(s1[:k], frames), c3.forward_step(s3[:k], frames))):
+            _same(a, b, "multistream tick %d stream %d" % (t, i))
