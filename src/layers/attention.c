@@ -191,7 +191,7 @@ static co_status mha_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
             return co_error(CO_ERR_SHAPE, "%s: query_index %lld is outside a clip of %lld tokens", op->path,
                             (long long)p->query_index, (long long)T);
         rt->out.d[2] = Tq;
-        rt->scratch_floats = (size_t)(B * T * 4 * E + T + 2 * B * Tq * E);
+        rt->scratch_floats = (size_t)(B * T * 4 * E + B * T + 2 * B * Tq * E);
         rt->macs = B * ((p->single_output_forward ? 2 * T + 1 : 3 * T) * E * E + 2 * Tq * T * E + Tq * E * E);
         return CO_OK;
     }
@@ -509,42 +509,72 @@ static int retro_step(const co_op *op, const co_oprt *rt, void *state, const flo
 }
 
 /* ---- clip: torch self-attention over the T tokens of (B, E, T) ---- */
+
+/* What the tasks of a clip share; every task is one batch item (fixed by the shape). */
+typedef struct clip_job {
+    const mha_params *p;
+    int64_t T, Tq, q0;
+    const float *x;
+    float *X, *qkv, *w, *o, *y, *out; /* w: T logits per item */
+} clip_job;
+
+/* Item b's tokens as rows: X[b] (T x E) from x[b] (E x T). */
+static void clip_rows_task(void *ctx, int b)
+{
+    const clip_job *j = ctx;
+    const int64_t E = j->p->E, T = j->T;
+    const float *xb = j->x + b * E * T;
+    float *Xb = j->X + b * T * E;
+    for (int64_t c = 0; c < E; c++)
+        for (int64_t t = 0; t < T; t++) Xb[t * E + c] = xb[c * T + t];
+}
+
+/* Item b's Tq queries against its T keys and values. */
+static void clip_attend_task(void *ctx, int b)
+{
+    const clip_job *j = ctx;
+    const mha_params *p = j->p;
+    const int64_t E = p->E, dh = p->dh, T = j->T, Tq = j->Tq;
+    float *qb = j->qkv + b * T * 3 * E;
+    for (int64_t r = 0; r < Tq; r++) {
+        float *q = qb + (j->q0 + r) * 3 * E;
+        for (int64_t i = 0; i < E; i++) q[i] *= p->scale;
+        for (int64_t hh = 0; hh < p->H; hh++)
+            attend(q + hh * dh, qb + E + hh * dh, qb + 2 * E + hh * dh, T, 3 * E, dh, j->w + b * T,
+                   j->o + (b * Tq + r) * E + hh * dh);
+    }
+}
+
+/* Item b's outputs back to channels first: out[b] (E x Tq) from y[b] (Tq x E). */
+static void clip_out_task(void *ctx, int b)
+{
+    const clip_job *j = ctx;
+    const int64_t E = j->p->E, Tq = j->Tq;
+    float *ob = j->out + b * E * Tq;
+    const float *yb = j->y + b * Tq * E;
+    for (int64_t r = 0; r < Tq; r++)
+        for (int64_t c = 0; c < E; c++) ob[c * Tq + r] = yb[r * E + c];
+}
+
 static co_status mha_clip(const co_op *op, const co_oprt *rt, const co_tshape *in_shapes, const float *const *in,
                           float *out, float *scratch)
 {
     const mha_params *p = op->params;
-    const int64_t B = in_shapes[0].d[0], T = in_shapes[0].d[2], E = p->E, dh = p->dh, Tq = rt->out.d[2];
-    float *X = scratch, *qkv = X + B * T * E, *w = qkv + B * T * 3 * E, *o = w + T, *y = o + B * Tq * E;
+    const int64_t B = in_shapes[0].d[0], T = in_shapes[0].d[2], E = p->E, Tq = rt->out.d[2];
+    float *X = scratch, *qkv = X + B * T * E, *w = qkv + B * T * 3 * E, *o = w + B * T, *y = o + B * Tq * E;
     const int64_t q0 = p->single_output_forward ? (p->query_index < 0 ? p->query_index + T : p->query_index) : 0;
-    for (int64_t b = 0; b < B; b++) { /* tokens as rows, every item's in one block */
-        const float *xb = in[0] + b * E * T;
-        float *Xb = X + b * T * E;
-        for (int64_t j = 0; j < E; j++)
-            for (int64_t t = 0; t < T; t++) Xb[t * E + j] = xb[j * T + t];
-    }
+    clip_job job = {p, T, Tq, q0, in[0], X, qkv, w, o, y, out};
+    co_pool *pool = co_pool_current();
+    co_pool_run(pool, (int)B, clip_rows_task, &job); /* tokens as rows, every item's in one block */
     if (p->single_output_forward) { /* keys and values of every token, the query of one per item */
         project_kv(p, X, B * T, E, qkv + E, 3 * E);
         project_q(p, X + q0 * E, B, T * E, qkv + q0 * 3 * E, T * 3 * E);
     } else {
         project_qkv(p, X, B * T, qkv);
     }
-    for (int64_t b = 0; b < B; b++) {
-        float *qb = qkv + b * T * 3 * E;
-        for (int64_t r = 0; r < Tq; r++) {
-            float *q = qb + (q0 + r) * 3 * E;
-            for (int64_t i = 0; i < E; i++) q[i] *= p->scale;
-            for (int64_t hh = 0; hh < p->H; hh++)
-                attend(q + hh * dh, qb + E + hh * dh, qb + 2 * E + hh * dh, T, 3 * E, dh, w,
-                       o + (b * Tq + r) * E + hh * dh);
-        }
-    }
+    co_pool_run(pool, (int)B, clip_attend_task, &job);
     out_project(p, o, B * Tq, y);
-    for (int64_t b = 0; b < B; b++) {
-        float *ob = out + b * E * Tq;
-        const float *yb = y + b * Tq * E;
-        for (int64_t r = 0; r < Tq; r++)
-            for (int64_t j = 0; j < E; j++) ob[j * Tq + r] = yb[r * E + j];
-    }
+    co_pool_run(pool, (int)B, clip_out_task, &job);
     return CO_OK;
 }
 

@@ -14,9 +14,17 @@
 
 #include "core/build.h"
 #include "kernels/pointwise.h"
+#include "kernels/threadpool.h"
 
 /* ---- ChannelLayerNorm: LayerNorm(E) applied to each token of (B, E, *) ---- */
 typedef struct cln_params { int64_t E; float eps; const float *w, *b; } cln_params;
+
+/* Positions of one task of a LayerNorm over (B, E, inner) with inner > 1 (a RetroactiveLambda's
+ * window of tokens): the tasks of the current pool are items x blocks of positions, fixed by the
+ * shape, each with its own 2 E floats of scratch, so the result does not depend on threads. */
+enum { CLN_POSITIONS_PER_TASK = 16 };
+
+static int64_t cln_blocks(int64_t inner) { return (inner + CLN_POSITIONS_PER_TASK - 1) / CLN_POSITIONS_PER_TASK; }
 
 static co_status cln_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
 {
@@ -27,8 +35,33 @@ static co_status cln_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
                         co_tshape_str(in, buf, sizeof buf));
     rt->out = *in;
     rt->macs = 4 * co_tshape_numel(in);
-    rt->scratch_floats = co_tshape_inner(in) > 1 ? 2 * (size_t)p->E : 0;
+    const int64_t inner = co_tshape_inner(in);
+    rt->scratch_floats = inner > 1 ? (size_t)(in->d[0] * cln_blocks(inner) * 2 * p->E) : 0;
     return CO_OK;
+}
+
+typedef struct cln_job {
+    const cln_params *p;
+    int64_t inner, blocks;
+    const float *x;
+    float *y, *scratch;
+} cln_job;
+
+/* Task (b, k): positions [k P, (k + 1) P) of item b, one at a time through a gathered row. */
+static void cln_task(void *ctx, int task)
+{
+    const cln_job *j = ctx;
+    const cln_params *p = j->p;
+    const int64_t E = p->E, inner = j->inner, b = task / j->blocks, s0 = (task % j->blocks) * CLN_POSITIONS_PER_TASK;
+    const int64_t s1 = s0 + CLN_POSITIONS_PER_TASK < inner ? s0 + CLN_POSITIONS_PER_TASK : inner;
+    float *row = j->scratch + (int64_t)task * 2 * E, *res = row + E;
+    for (int64_t s = s0; s < s1; s++) {
+        const float *xs = j->x + b * E * inner + s;
+        float *ys = j->y + b * E * inner + s;
+        for (int64_t c = 0; c < E; c++) row[c] = xs[c * inner];
+        co_layer_norm_rows(1, E, p->eps, p->w, p->b, row, res);
+        for (int64_t c = 0; c < E; c++) ys[c * inner] = res[c];
+    }
 }
 
 /* LayerNorm over E at each position: rows of E floats with stride `inner`; a frame (B, E) has
@@ -41,15 +74,8 @@ static void cln_run(const co_op *op, const co_oprt *rt, const float *x, float *y
         co_layer_norm_rows(B, E, p->eps, p->w, p->b, x, y);
         return;
     }
-    float *row = scratch, *res = scratch + E;
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t s = 0; s < inner; s++) {
-            const float *xs = x + b * E * inner + s;
-            float *ys = y + b * E * inner + s;
-            for (int64_t c = 0; c < E; c++) row[c] = xs[c * inner];
-            co_layer_norm_rows(1, E, p->eps, p->w, p->b, row, res);
-            for (int64_t c = 0; c < E; c++) ys[c * inner] = res[c];
-        }
+    cln_job job = {p, inner, cln_blocks(inner), x, y, scratch};
+    co_pool_run(co_pool_current(), (int)(B * job.blocks), cln_task, &job);
 }
 
 static int cln_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
@@ -212,6 +238,24 @@ static co_status window_check_state(const co_op *op, const co_oprt *rt, const vo
     return CO_OK;
 }
 
+/* The window of a RetroactiveUnity step as (B, E, W), oldest first, from its ring: one task per
+ * item (its E rows of W outputs). */
+typedef struct window_job {
+    const float *ring;
+    float *out;
+    int64_t pos, W, E, n; /* n = B E floats per ring slot */
+} window_job;
+
+static void window_task(void *ctx, int b)
+{
+    const window_job *j = ctx;
+    const int64_t W = j->W, E = j->E, first = (int64_t)b * E;
+    for (int64_t w = 0; w < W; w++) {
+        const float *f = j->ring + ((j->pos + w) % W) * j->n;
+        for (int64_t i = first; i < first + E; i++) j->out[i * W + w] = f[i];
+    }
+}
+
 static int window_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
 {
     const window_params *p = op->params;
@@ -238,10 +282,8 @@ static int window_step(const co_op *op, const co_oprt *rt, void *state, const fl
         h->count++;
         return 0;
     }
-    for (int64_t w = 0; w < W; w++) {
-        const float *f = ring + ((h->pos + w) % W) * n;
-        for (int64_t i = 0; i < n; i++) out[i * W + w] = f[i];
-    }
+    window_job job = {ring, out, h->pos, W, E, n};
+    co_pool_run(co_pool_current(), (int)B, window_task, &job); /* one task per item */
     return 1;
 }
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import continual_c
-from continual_c._export_transformer import ContinualAttention
+from continual_c._export_transformer import ContinualAttention, transformer_encoder
 from continual_c import Error
 
 co = pytest.importorskip("continual")
@@ -98,6 +98,11 @@ ATTENTIONS = [
     ("retroactive", lambda: ContinualAttention(nn.MultiheadAttention(64, 4, batch_first=True), 20, "retroactive")),
     ("single_output", lambda: ContinualAttention(nn.MultiheadAttention(64, 4, batch_first=True), 20,
                                                  "single_output", query_index=5)),
+    # retroactive, regular (a RetroactiveLambda: attention, LayerNorm over the window in clip mode) and
+    # single-output layers, the residual windows (RetroactiveUnity)
+    ("encoder3", lambda: transformer_encoder(
+        nn.TransformerEncoder(nn.TransformerEncoderLayer(64, 4, 128, batch_first=True), 3,
+                              enable_nested_tensor=False), 20)),
 ]
 
 
