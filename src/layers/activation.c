@@ -22,6 +22,7 @@
 
 #include "core/build.h"
 #include "kernels/pointwise.h"
+#include "kernels/threadpool.h"
 
 /* (outer, D, inner) decomposition of a shape around one axis, in rt->aux */
 enum { A_OUTER, A_DIM, A_INNER };
@@ -74,12 +75,39 @@ static co_status elementwise_resolve(const co_op *op, const co_tshape *in, co_op
     return CO_OK;
 }
 
+/* Elements of one task of a large element-wise op on the current pool (a CoOadTR window's GELU:
+ * 8 x 2048 x 64 floats). A power of two, so every chunk starts on the same vector lane as in one
+ * call over the whole array: the partition is fixed by the size and the result is the same bits
+ * for any thread count. */
+enum { ELEMENTWISE_TASK_FLOATS = 1 << 14 };
+
+typedef struct elementwise_job {
+    const co_pointwise *pw;
+    const float *x;
+    float *y;
+    int64_t n;
+} elementwise_job;
+
+static void elementwise_task(void *ctx, int task)
+{
+    const elementwise_job *j = ctx;
+    const int64_t at = (int64_t)task * ELEMENTWISE_TASK_FLOATS, left = j->n - at;
+    co_pointwise_run(j->pw, j->x + at, j->y + at, left < ELEMENTWISE_TASK_FLOATS ? left : ELEMENTWISE_TASK_FLOATS);
+}
+
 static int elementwise_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out,
                             float *scratch)
 {
     (void)state;
     (void)scratch;
-    co_pointwise_run(op->params, in[0], out, co_tshape_numel(&rt->out));
+    const int64_t n = co_tshape_numel(&rt->out);
+    if (n <= ELEMENTWISE_TASK_FLOATS) {
+        co_pointwise_run(op->params, in[0], out, n);
+        return 1;
+    }
+    elementwise_job job = {op->params, in[0], out, n};
+    co_pool_run(co_pool_current(), (int)((n + ELEMENTWISE_TASK_FLOATS - 1) / ELEMENTWISE_TASK_FLOATS),
+                elementwise_task, &job);
     return 1;
 }
 
