@@ -86,17 +86,38 @@ static void portable_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t
     }
 }
 
+/* nt: dot products of A's rows with B's rows, NT_COLS columns of C at a time: the NT_COLS sums
+ * are independent (the adds of one long dot would wait on each other) and each a[k] is loaded
+ * once for all of them. Each sum still runs k in order, as a single dot does. */
+enum { NT_COLS = 4 };
 static void portable_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
                         float beta, float *C, int64_t ldc)
 {
     scale_or_zero(M, N, beta, C, ldc);
     for (int64_t i = 0; i < M; i++) {
         const float *a = A + i * lda;
-        for (int64_t j = 0; j < N; j++) {
+        float *c = C + i * ldc;
+        int64_t j = 0;
+        for (; j + NT_COLS <= N; j += NT_COLS) {
+            const float *b0 = B + j * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+            float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+            for (int64_t k = 0; k < K; k++) {
+                const float av = a[k];
+                s0 += av * b0[k];
+                s1 += av * b1[k];
+                s2 += av * b2[k];
+                s3 += av * b3[k];
+            }
+            c[j] += s0;
+            c[j + 1] += s1;
+            c[j + 2] += s2;
+            c[j + 3] += s3;
+        }
+        for (; j < N; j++) {
             const float *b = B + j * ldb;
             float acc = 0.0f;
             for (int64_t k = 0; k < K; k++) acc += a[k] * b[k];
-            C[i * ldc + j] += acc;
+            c[j] += acc;
         }
     }
 }

@@ -2,7 +2,7 @@
  * gemm_avx2.c — AVX2 + FMA single-precision products (built with -mavx2 -mfma; called only when
  * cpu.c found AVX2, FMA and OS ymm support): gemm_template.h with 8-float vectors, i.e. the same
  * three paths as gemm_avx512.c with a 6 x 16 register tile (12 ymm accumulators), 16-wide B
- * panels, and 4 x 3 dot products for small M.
+ * panels, 4 x 3 dot products for small M, and 1 x 64 strips for packed 1-row products.
  */
 #include "kernels/gemm_impl.h"
 
@@ -13,6 +13,7 @@
 #define GT_VL 8
 #define GT_MR 6
 #define GT_DR 4
+#define GT_STRIP_ROWS 1 /* packed 1-row products in strips of 4 panels (8 accumulators) */
 #define GT_ALIGN 32
 #define GT_TILE_ROWS(X, nv) X(1, nv) X(2, nv) X(3, nv) X(4, nv) X(5, nv) X(6, nv)
 #define GT_DOT_ROWS(X, jb) X(1, jb) X(2, jb) X(3, jb) X(4, jb)
@@ -38,6 +39,7 @@ static inline float v_hsum(__m256 v)
 #define v_loadu(p) _mm256_loadu_ps(p)
 #define v_maskload(p, m) _mm256_maskload_ps((p), (m))
 #define v_maskstore(p, m, v) _mm256_maskstore_ps((p), (m), (v))
+#define v_storeu(p, v) _mm256_storeu_ps((p), (v))
 #define v_store(p, v) _mm256_store_ps((p), (v))
 #define v_bcast(p) _mm256_broadcast_ss(p)
 #define v_fma(a, b, c) _mm256_fmadd_ps((a), (b), (c))

@@ -39,7 +39,12 @@ enum { KC = 256 };
 /* ---- general tile: C[0..mr)[0..nc) (+)= A[0..mr)[0..kc) B[0..kc)[0..nc), nc <= GT_NR ----
  * nv: 1 (one masked vector), 2 (two, the second masked), TILE_FULL (two full vectors: no masks on
  * B; on AVX2 the masks would not fit the 16 registers). */
-enum { TILE_FULL = 3 };
+enum { TILE_FULL = 3, TILE_FULL_PREFETCH = 4 };
+/* TILE_FULL_PREFETCH (the pre-packed weights, streamed from L3 or memory once per call): two
+ * full vectors and a prefetch of the panel row PREFETCH_ROWS ahead (2 KiB on AVX-512), which
+ * the 8-row products need to keep reading at the cache's rate (bench_gemm --small, docs/kernels.md).
+ * A prefetch past the end of the buffer is harmless: prefetches never fault. */
+enum { PREFETCH_ROWS = 16, CACHE_LINE_FLOATS = 16 };
 #define T_DECL(i) vf c##i##0 = v_zero(), c##i##1 = v_zero();
 #define T_LOAD(i)                                                                                                    \
     if (mr > i) {                                                                                                    \
@@ -64,7 +69,15 @@ INLINE void tile(const int mr, const int nv, int64_t kc, const float *A, int64_t
     if (load_c) {
         ROWS8(T_LOAD)
     }
-    if (nv == TILE_FULL) {
+    if (nv == TILE_FULL_PREFETCH) {
+        for (int64_t k = 0; k < kc; k++) {
+            const float *ahead = B + (k + PREFETCH_ROWS) * ldb;
+            _mm_prefetch((const char *)ahead, _MM_HINT_T0);
+            if (GT_NR > CACHE_LINE_FLOATS) _mm_prefetch((const char *)(ahead + CACHE_LINE_FLOATS), _MM_HINT_T0);
+            const vf b0 = v_loadu(B + k * ldb), b1 = v_loadu(B + k * ldb + GT_VL);
+            ROWS8(T_FMA)
+        }
+    } else if (nv == TILE_FULL) {
         for (int64_t k = 0; k < kc; k++) {
             const vf b0 = v_loadu(B + k * ldb), b1 = v_loadu(B + k * ldb + GT_VL);
             ROWS8(T_FMA)
@@ -87,8 +100,8 @@ typedef void (*tile_fn)(int64_t kc, const float *A, int64_t lda, const float *B,
     {                                                                                                                \
         tile(mr, nv, kc, A, lda, B, ldb, C, ldc, load_c, m0, m1);                                                    \
     }
-GT_TILE_ROWS(TILE, 1) GT_TILE_ROWS(TILE, 2) GT_TILE_ROWS(TILE, 3)
-static const tile_fn k_tiles[3][GT_MR] = {GT_TILE_TABLE(1), GT_TILE_TABLE(2), GT_TILE_TABLE(3)};
+GT_TILE_ROWS(TILE, 1) GT_TILE_ROWS(TILE, 2) GT_TILE_ROWS(TILE, 3) GT_TILE_ROWS(TILE, 4)
+static const tile_fn k_tiles[4][GT_MR] = {GT_TILE_TABLE(1), GT_TILE_TABLE(2), GT_TILE_TABLE(3), GT_TILE_TABLE(4)};
 
 /* Rows of A per block so that a block (rows x K) stays in L2 while the panels of B pass by. */
 static int64_t row_block(int64_t K)
@@ -98,12 +111,13 @@ static int64_t row_block(int64_t K)
     return mc < GT_MR ? GT_MR : mc;
 }
 
-/* The tiles of rows [i0, i1) against one panel (kc x GT_NR, row stride ldb), nc of its columns. */
+/* The tiles of rows [i0, i1) against one panel (kc x GT_NR, row stride ldb), nc of its columns;
+ * pf: the panel is pre-packed weights (prefetch them), not a block packed by this call. */
 static void panel_rows(int64_t i0, int64_t i1, int64_t nc, int64_t kc, const float *A, int64_t lda, const float *B,
-                       int64_t ldb, float *C, int64_t ldc, int load_c)
+                       int64_t ldb, float *C, int64_t ldc, int load_c, int pf)
 {
     const vmask m0 = lanes(nc), m1 = lanes(nc - GT_VL);
-    const int nv = nc == GT_NR ? TILE_FULL : nc > GT_VL ? 2 : 1;
+    const int nv = nc == GT_NR ? (pf ? TILE_FULL_PREFETCH : TILE_FULL) : nc > GT_VL ? 2 : 1;
     for (int64_t i = i0; i < i1; i += GT_MR) {
         const int mr = (int)(i1 - i < GT_MR ? i1 - i : GT_MR);
         k_tiles[nv - 1][mr - 1](kc, A + i * lda, lda, B, ldb, C + i * ldc, ldc, load_c, m0, m1);
@@ -241,7 +255,7 @@ void GT_NAME()(int trans_b, int64_t M, int64_t N, int64_t K, const float *A, int
     if (!trans_b && M <= GT_MR) { /* one pass over B: read it in place */
         for (int64_t j = 0; j < N; j += GT_NR) {
             const int64_t nc = N - j < GT_NR ? N - j : GT_NR;
-            panel_rows(0, M, nc, K, A, lda, B + j, ldb, C + j, ldc, load_c);
+            panel_rows(0, M, nc, K, A, lda, B + j, ldb, C + j, ldc, load_c, 0);
         }
         return;
     }
@@ -263,23 +277,95 @@ void GT_NAME()(int trans_b, int64_t M, int64_t N, int64_t K, const float *A, int
                 for (int64_t j = 0; j < nb; j += GT_NR) {
                     const int64_t nc = nb - j < GT_NR ? nb - j : GT_NR;
                     panel_rows(i0, i1, nc, kc, A + k0, lda, bp + (j / GT_NR) * kc * GT_NR, GT_NR, C + jb + j, ldc,
-                               load_c || k0 > 0);
+                               load_c || k0 > 0, 0);
                 }
             }
         }
     }
 }
 
+/* ---- packed, one or two rows (batch-1/2 Linear steps): STRIP_PANELS full panels at once, so
+ * that each row has 2 STRIP_PANELS independent FMA chains and the weights arrive through
+ * STRIP_PANELS streams (one panel alone leaves a core well short of its read bandwidth) ---- */
+enum { STRIP_PANELS = 4 };
+#define PANELS4(X) X(0) X(1) X(2) X(3)
+#define S_DECL(p) vf r0##p##0 = v_zero(), r0##p##1 = v_zero(), r1##p##0 = v_zero(), r1##p##1 = v_zero();
+#define S_LOAD(p)                                                                                                    \
+    r0##p##0 = v_loadu(C + p * GT_NR);                                                                               \
+    r0##p##1 = v_loadu(C + p * GT_NR + GT_VL);                                                                       \
+    if (mr > 1) {                                                                                                    \
+        r1##p##0 = v_loadu(C + ldc + p * GT_NR);                                                                     \
+        r1##p##1 = v_loadu(C + ldc + p * GT_NR + GT_VL);                                                             \
+    }
+#define S_FMA(p)                                                                                                     \
+    {                                                                                                                \
+        const float *b = B + p * ps + k * GT_NR;                                                                     \
+        const vf b0 = v_loadu(b), b1 = v_loadu(b + GT_VL);                                                           \
+        r0##p##0 = v_fma(a0, b0, r0##p##0);                                                                          \
+        r0##p##1 = v_fma(a0, b1, r0##p##1);                                                                          \
+        if (mr > 1) {                                                                                                \
+            r1##p##0 = v_fma(a1, b0, r1##p##0);                                                                      \
+            r1##p##1 = v_fma(a1, b1, r1##p##1);                                                                      \
+        }                                                                                                            \
+    }
+#define S_STORE(p)                                                                                                   \
+    v_storeu(C + p * GT_NR, r0##p##0);                                                                               \
+    v_storeu(C + p * GT_NR + GT_VL, r0##p##1);                                                                       \
+    if (mr > 1) {                                                                                                    \
+        v_storeu(C + ldc + p * GT_NR, r1##p##0);                                                                     \
+        v_storeu(C + ldc + p * GT_NR + GT_VL, r1##p##1);                                                             \
+    }
+/* C[0..mr)[0..STRIP_PANELS GT_NR) (+)= A[0..mr)[0..K) times the panels at B, ps floats apart. */
+INLINE void strip(const int mr, int64_t K, const float *A, int64_t lda, const float *B, int64_t ps, float *C,
+                  int64_t ldc, int load_c)
+{
+    PANELS4(S_DECL)
+    if (load_c) {
+        PANELS4(S_LOAD)
+    }
+    for (int64_t k = 0; k < K; k++) {
+        const vf a0 = v_bcast(A + k), a1 = mr > 1 ? v_bcast(A + lda + k) : v_zero();
+        PANELS4(S_FMA)
+    }
+    PANELS4(S_STORE)
+}
+static void strip_1(int64_t K, const float *A, int64_t lda, const float *B, int64_t ps, float *C, int64_t ldc,
+                    int load_c)
+{
+    strip(1, K, A, lda, B, ps, C, ldc, load_c);
+}
+#if GT_STRIP_ROWS > 1
+static void strip_2(int64_t K, const float *A, int64_t lda, const float *B, int64_t ps, float *C, int64_t ldc,
+                    int load_c)
+{
+    strip(2, K, A, lda, B, ps, C, ldc, load_c);
+}
+#endif
+
 void GT_NAME(_packed)(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *Bp, float beta,
                       float *C, int64_t ldc)
 {
     const int load_c = beta != 0.0f;
+    int64_t j0 = 0; /* the columns the strips leave */
+    if (M <= GT_STRIP_ROWS) {
+        const int64_t step = STRIP_PANELS * GT_NR, panel = K * GT_NR;
+        for (; j0 + step <= N; j0 += step) {
+            const float *B = Bp + (j0 / GT_NR) * panel;
+#if GT_STRIP_ROWS > 1
+            if (M == 2) {
+                strip_2(K, A, lda, B, panel, C + j0, ldc, load_c);
+                continue;
+            }
+#endif
+            strip_1(K, A, lda, B, panel, C + j0, ldc, load_c);
+        }
+    }
     const int64_t mc = row_block(K);
     for (int64_t i0 = 0; i0 < M; i0 += mc) {
         const int64_t i1 = i0 + mc < M ? i0 + mc : M;
-        for (int64_t j = 0; j < N; j += GT_NR) {
+        for (int64_t j = j0; j < N; j += GT_NR) {
             const int64_t nc = N - j < GT_NR ? N - j : GT_NR;
-            panel_rows(i0, i1, nc, K, A, lda, Bp + (j / GT_NR) * K * GT_NR, GT_NR, C + j, ldc, load_c);
+            panel_rows(i0, i1, nc, K, A, lda, Bp + (j / GT_NR) * K * GT_NR, GT_NR, C + j, ldc, load_c, 1);
         }
     }
 }
