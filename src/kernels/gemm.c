@@ -262,10 +262,11 @@ static void gemm_packed_serial(int64_t M, int64_t N, int64_t K, const float *A, 
 /* ---- one product split across the calling thread's pool (kernels/threadpool.h) ----
  * Each task computes a block of columns of C (or, where the columns are too few, a block of rows)
  * with the serial kernel. Every kernel's summation order for one element of C depends only on K
- * (the FMA chain along k, the 256-deep K blocks), never on where the element's block starts, so
- * a split product is bit-identical to the serial one. Two splits would break that and are not
- * made: nt by rows (M <= 8 selects the dot-product kernel, so a row block of <= 8 rows would sum
- * in another order), and packed B anywhere but at a panel edge. OpenBLAS products stay whole.
+ * (the FMA chain along k, the 256-deep K blocks; the packed 1-/2-row strips and the 8-row tile
+ * run the same chain), never on where the element's block starts, so a split product is
+ * bit-identical to the serial one. Two splits would break that and are not made: nt by rows
+ * (M <= CO_GEMM_DOT_M_MAX selects the dot-product kernel, so a row block that small would sum in
+ * another order), and packed B anywhere but at a panel edge. OpenBLAS products stay whole.
  * Products below GEMM_PARALLEL_MIN_MACS run on the calling thread: waking a worker costs more. */
 enum {
     GEMM_SPLIT_COLS = 32, /* a multiple of every panel width (32, 16) */

@@ -6,19 +6,21 @@
  *   GT_VL                floats per vector (16, 8); panels are GT_NR = 2 GT_VL columns wide
  *   GT_MR                rows of the general register tile (8, 6)
  *   GT_DR                rows of A per group of small-M dot products (8, 4)
+ *   GT_STRIP_ROWS        packed products of at most this many rows run as strips (2, 1)
  *   GT_ALIGN             alignment of a vector store (64, 32)
  *   GT_TILE_ROWS(X, nv)  X(1, nv) ... X(GT_MR, nv): the tile shapes to instantiate
  *   GT_DOT_ROWS(X, jb)   X(1, jb) ... X(GT_DR, jb)
  *   GT_TILE_TABLE(nv)    {tile_1_nv, ..., tile_GT_MR_nv}; GT_DOT_TABLE(jb) likewise for dots
  *   vf, vmask            the vector and lane-mask types
  *   lanes(n)             mask of lanes [0, n) (n clamped to [0, GT_VL])
- *   v_zero(), v_loadu(p), v_maskload(p, m), v_maskstore(p, m, v), v_store(p, v) (aligned),
- *   v_bcast(p) (*p in every lane), v_fma(a, b, c) (a b + c, one rounding), v_hsum(v)
+ *   v_zero(), v_loadu(p), v_maskload(p, m), v_storeu(p, v), v_maskstore(p, m, v),
+ *   v_store(p, v) (aligned), v_bcast(p) (*p in every lane), v_fma(a, b, c) (a b + c, one
+ *   rounding), v_hsum(v)
  *
- * Every element of C is one chain of FMAs along k (general and packed paths: from C or 0, k in
- * order, in 256-deep blocks for the general path; small-M dots: GT_VL lane sums, then v_hsum), so
- * the result of an element depends only on K and the kernel set, never on M, N or where a tile
- * starts (what gemm.c's thread split relies on). No allocation anywhere.
+ * Every element of C is one chain of FMAs along k (general and packed paths, strips included:
+ * from C or 0, k in order, in 256-deep blocks for the general path; small-M dots: GT_VL lane
+ * sums, then v_hsum), so the result of an element depends only on K and the kernel set, never on
+ * M, N or where a tile starts (what gemm.c's thread split relies on). No allocation anywhere.
  */
 #ifndef GT_NAME
 #error "gemm_template.h is included by gemm_avx512.c / gemm_avx2.c only"
