@@ -6,6 +6,15 @@
  * heap allocations each backend makes per call. Not run in CI; docs/kernels.md shows its table.
  *
  *   build-k/bench_gemm [--rounds N] [--ms MS] [--quick]
+ *   build-k/bench_gemm --small [--rounds N] [--ms MS]
+ *
+ * --small: the table of small and skinny products instead (batch-1 and batch-8 Linears of
+ * CoOadTR: M = 1 or 8, K = 1024..3072, N = 1024..4096), own kernels only (co_gemm_nt on W and
+ * co_gemm_packed on W packed, per kernel set), on 1 and on 2 threads (a pool of kernels/threadpool.h
+ * current on the caller, as a stream with co_stream_set_threads(2) runs them). Cells: GFLOP/s and
+ * the rate the weights are read at (GB/s); the ceilings printed above the table are the FMA loop
+ * and the rate one core reads a buffer of the weights' size that stays in cache between calls
+ * (the benchmark's weights do too), for the M = 1 rows, which are bound by reading the weights.
  *
  * Backends: continual-c's own kernel sets (avx512, avx2, portable, forced in turn; "+packed" =
  * co_gemm_packed on weights packed once), and, loaded with dlopen if installed: OpenBLAS
@@ -28,6 +37,7 @@
 
 #include "kernels/cpu.h"
 #include "kernels/gemm.h"
+#include "kernels/threadpool.h"
 
 /* ---- heap counter: this executable's malloc family wraps glibc's, so the dlopen'ed libraries'
  * calls are counted too ---- */
@@ -222,16 +232,173 @@ static int cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* ---- --small: batch-1 / batch-8 Linears ---- */
+typedef struct small_shape {
+    const char *what;
+    int64_t M, N, K;
+} small_shape;
+static const small_shape k_small[] = {
+    {"FFN 1024>1024", 1, 1024, 1024},    {"FFN 1024>1024", 8, 1024, 1024},
+    {"in-proj 1024>3072", 1, 3072, 1024}, {"in-proj 1024>3072", 8, 3072, 1024},
+    {"1024>4096", 1, 4096, 1024},         {"1024>4096", 8, 4096, 1024},
+    {"3072>1024", 1, 1024, 3072},         {"3072>1024", 8, 1024, 3072},
+};
+enum { NSS = sizeof k_small / sizeof k_small[0] };
+/* columns: kernel set x {nt, packed} x {1, 2 threads} */
+enum { SK_NT, SK_PACKED, SK_KINDS };
+static const co_isa k_small_isa[] = {CO_ISA_AVX512, CO_ISA_AVX2, CO_ISA_PORTABLE};
+enum { SMALL_ISAS = 3, SMALL_THREADS = 2 };
+
+#if defined(__x86_64__)
+/* One read of n floats with four independent sums (the adds never limit the loads). */
+__attribute__((target("avx512f"))) static float read_avx512(const float *x, size_t n)
+{
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i + 64 <= n; i += 64) {
+        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(x + i));
+        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(x + i + 16));
+        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(x + i + 32));
+        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(x + i + 48));
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+#endif
+/* The read with the widest vectors the CPU has (no AVX-512: four scalar sums). */
+static float read_all(const float *x, size_t n)
+{
+#if defined(__x86_64__)
+    if (co_cpu_isa() >= CO_ISA_AVX512) return read_avx512(x, n);
+#endif
+    float s[4] = {0};
+    for (size_t i = 0; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; j++) s[j] += x[i + j];
+    return s[0] + s[1] + s[2] + s[3];
+}
+
+static double median_of(double *t, int n)
+{
+    qsort(t, (size_t)n, sizeof(double), cmp_d);
+    return t[n / 2];
+}
+
+static int small_table(int rounds, double ms, double fpeak)
+{
+    const int have_isa[SMALL_ISAS] = {co_gemm_force_isa(CO_ISA_AVX512), co_gemm_force_isa(CO_ISA_AVX2),
+                                      co_gemm_force_isa(CO_ISA_PORTABLE)};
+    co_gemm_force_isa(-1);
+    void *pool_mem = aligned_alloc(64, (co_pool_bytes(SMALL_THREADS) + 63) / 64 * 64);
+    co_pool *pool = pool_mem ? co_pool_init(pool_mem, SMALL_THREADS) : NULL;
+    if (!pool) {
+        fprintf(stderr, "bench_gemm: no thread pool\n");
+        return 1;
+    }
+    float *A[NSS], *W[NSS], *C[NSS];
+    void *P[NSS][SMALL_ISAS];
+    srand(1);
+    for (int s = 0; s < NSS; s++) {
+        const small_shape *sh = &k_small[s];
+        A[s] = malloc((size_t)(sh->M * sh->K) * 4);
+        W[s] = malloc((size_t)(sh->N * sh->K) * 4);
+        C[s] = malloc((size_t)(sh->M * sh->N) * 4);
+        for (int64_t i = 0; i < sh->M * sh->K; i++) A[s][i] = (float)((double)rand() / RAND_MAX - 0.5);
+        for (int64_t i = 0; i < sh->N * sh->K; i++) W[s][i] = (float)((double)rand() / RAND_MAX - 0.5);
+        for (int v = 0; v < SMALL_ISAS; v++) {
+            P[s][v] = NULL;
+            if (!have_isa[v]) continue;
+            co_gemm_force_isa(k_small_isa[v]);
+            P[s][v] = malloc(co_gemm_pack_size(sh->K, sh->N));
+            co_gemm_pack_b(1, sh->K, sh->N, W[s], sh->K, P[s][v]);
+        }
+    }
+    /* read-bandwidth ceiling of each shape's weights, hot in cache as in the products below */
+    double read_gbs[NSS];
+    for (int s = 0; s < NSS; s++) {
+        const size_t n = (size_t)(k_small[s].N * k_small[s].K);
+        double best = 1e30;
+        volatile float sink = 0;
+        for (int i = 0; i < 200; i++) {
+            double t = now();
+            sink += read_all(W[s], n);
+            t = now() - t;
+            if (t < best) best = t;
+        }
+        (void)sink;
+        read_gbs[s] = (double)n * 4 / best * 1e-9;
+    }
+    static double times[NSS][SMALL_ISAS][SK_KINDS][SMALL_THREADS][100];
+    int reps[NSS][SMALL_ISAS][SK_KINDS][SMALL_THREADS];
+    for (int r = -1; r < rounds; r++) /* round -1: calibration */
+        for (int s = 0; s < NSS; s++)
+            for (int v = 0; v < SMALL_ISAS; v++)
+                for (int kind = 0; kind < SK_KINDS; kind++)
+                    for (int th = 0; th < SMALL_THREADS; th++) {
+                        if (!have_isa[v]) continue;
+                        const small_shape *sh = &k_small[s];
+                        co_gemm_force_isa(k_small_isa[v]);
+                        co_pool *prev = co_pool_enter(th ? pool : NULL);
+                        const int n = r < 0 ? 1 : reps[s][v][kind][th];
+                        double best = 1e30;
+                        for (int i = 0; i < n + (r < 0); i++) {
+                            double t = now();
+                            if (kind == SK_NT) co_gemm_nt(sh->M, sh->N, sh->K, A[s], sh->K, W[s], sh->K, 0.0f, C[s], sh->N);
+                            else co_gemm_packed(sh->M, sh->N, sh->K, A[s], sh->K, P[s][v], 0.0f, C[s], sh->N);
+                            t = now() - t;
+                            if (t < best) best = t;
+                        }
+                        co_pool_leave(prev);
+                        if (r < 0) {
+                            const int calls = (int)(ms * 1e-3 / (best > 1e-7 ? best : 1e-7));
+                            reps[s][v][kind][th] = calls < 1 ? 1 : calls > 100000 ? 100000 : calls;
+                        } else times[s][v][kind][th][r] = best;
+                    }
+    co_gemm_force_isa(-1);
+    printf("FMA-loop peak (1 core): %.1f GFLOP/s. %d rounds, interleaved; per round the fastest call, then the median.\n"
+           "Cells: GFLOP/s / GB/s of weights read; x2: the 2-thread time over the 1-thread time's speed-up.\n\n",
+           fpeak, rounds);
+    printf("| shape | M | N | K | hot read GB/s |");
+    for (int v = 0; v < SMALL_ISAS; v++)
+        if (have_isa[v])
+            printf(" %s nt | %s packed | packed 2 thr (x) |", co_isa_name(k_small_isa[v]), co_isa_name(k_small_isa[v]));
+    printf("\n|---|--:|--:|--:|--:|");
+    for (int v = 0; v < SMALL_ISAS; v++)
+        if (have_isa[v]) printf("--:|--:|--:|");
+    printf("\n");
+    for (int s = 0; s < NSS; s++) {
+        const small_shape *sh = &k_small[s];
+        const double flop = 2.0 * (double)(sh->M * sh->N * sh->K), bytes = 4.0 * (double)(sh->N * sh->K);
+        printf("| %s | %lld | %lld | %lld | %.1f |", sh->what, (long long)sh->M, (long long)sh->N, (long long)sh->K,
+               read_gbs[s]);
+        for (int v = 0; v < SMALL_ISAS; v++) {
+            if (!have_isa[v]) continue;
+            double med[SK_KINDS][SMALL_THREADS];
+            for (int kind = 0; kind < SK_KINDS; kind++)
+                for (int th = 0; th < SMALL_THREADS; th++) med[kind][th] = median_of(times[s][v][kind][th], rounds);
+            for (int kind = 0; kind < SK_KINDS; kind++)
+                printf(" %.1f / %.1f |", flop / med[kind][0] * 1e-9, bytes / med[kind][0] * 1e-9);
+            printf(" %.1f (%.2fx) |", flop / med[SK_PACKED][1] * 1e-9, med[SK_PACKED][0] / med[SK_PACKED][1]);
+        }
+        printf("\n");
+    }
+    for (int s = 0; s < NSS; s++) {
+        free(A[s]), free(W[s]), free(C[s]);
+        for (int v = 0; v < SMALL_ISAS; v++) free(P[s][v]);
+    }
+    co_pool_destroy(pool);
+    free(pool_mem);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    int rounds = 5, quick = 0;
+    int rounds = 5, quick = 0, small = 0;
     double ms = 30;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--ms") && i + 1 < argc) ms = atof(argv[++i]);
         else if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--small")) small = 1;
         else {
-            fprintf(stderr, "usage: %s [--rounds N] [--ms MS] [--quick]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--rounds N] [--ms MS] [--quick | --small]\n", argv[0]);
             return 2;
         }
     }
@@ -261,6 +428,7 @@ int main(int argc, char **argv)
         double f = isa >= CO_ISA_AVX512 ? fma_peak_avx512() : isa >= CO_ISA_AVX2 ? fma_peak_avx2() : 0;
         if (f > fpeak) fpeak = f;
     }
+    if (small) return small_table(rounds, ms, fpeak);
     printf("FMA-loop peak (1 core): %.1f GFLOP/s\n", fpeak);
 
     bufs d[NS];

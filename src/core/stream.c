@@ -26,6 +26,9 @@
 #include "core/threads.h"
 
 #define CO_ALIGN 64
+/* Carving a creation's one block into its tables: points ptr at the next n elements at the cursor
+ * (an unsigned char *) and moves the cursor past them. */
+#define TAKE(cursor, ptr, n) ((ptr) = (void *)(cursor), (cursor) += (n) * sizeof *(ptr))
 #define CO_STATE_MAGIC "COSTATE2" /* 2: the executor tail (seen flags, last inputs) */
 
 struct co_stream {
@@ -177,19 +180,17 @@ co_status co_stream_create_shaped(const co_model *m, int batch, const co_shape *
     if (!blk) return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory creating a stream");
     co_stream *s = (co_stream *)blk;
     unsigned char *p = blk + sizeof *s;
-#define TAKE(ptr, n) (ptr = (void *)p, p += (n) * sizeof *(ptr))
-    TAKE(s->rt, no);
-    TAKE(s->pads_left, no);
-    TAKE(s->vnumel, nv);
-    TAKE(s->state_off, no);
-    TAKE(s->last_in_off, no);
-    TAKE(s->vbuf, nv);
-    TAKE(s->vptr, nv);
+    TAKE(p, s->rt, no);
+    TAKE(p, s->pads_left, no);
+    TAKE(p, s->vnumel, nv);
+    TAKE(p, s->state_off, no);
+    TAKE(p, s->last_in_off, no);
+    TAKE(p, s->vbuf, nv);
+    TAKE(p, s->vptr, nv);
     co_tshape *values;
-    TAKE(values, nv);
-    TAKE(s->valid, nv);
-    TAKE(s->done, no);
-#undef TAKE
+    TAKE(p, values, nv);
+    TAKE(p, s->valid, nv);
+    TAKE(p, s->done, no);
     s->m = m;
     s->batch = batch;
     s->in_shape = in;
@@ -643,15 +644,13 @@ co_status co_multistream_create(const co_model *m, int max_streams, int batch, c
     c = (co_multistream *)blk;
     unsigned char *p = blk + sizeof *c;
     p = (unsigned char *)(((uintptr_t)p + 15) & ~(uintptr_t)15);
-#define TAKE(ptr, n) (ptr = (void *)p, p += (n) * sizeof *(ptr))
-    TAKE(c->base, ns);
-    TAKE(c->states, ns);
-    TAKE(c->ins, 8 * ns);
-    TAKE(c->outs, ns);
-    TAKE(c->sorted, ns);
-    TAKE(c->act, ns);
-    TAKE(c->produced, ns);
-#undef TAKE
+    TAKE(p, c->base, ns);
+    TAKE(p, c->states, ns);
+    TAKE(p, c->ins, 8 * ns);
+    TAKE(p, c->outs, ns);
+    TAKE(p, c->sorted, ns);
+    TAKE(p, c->act, ns);
+    TAKE(p, c->produced, ns);
     c->m = m;
     c->max_streams = max_streams;
     c->multi = multi;

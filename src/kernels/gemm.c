@@ -86,17 +86,38 @@ static void portable_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t
     }
 }
 
+/* nt: dot products of A's rows with B's rows, NT_COLS columns of C at a time: the NT_COLS sums
+ * are independent (the adds of one long dot would wait on each other) and each a[k] is loaded
+ * once for all of them. Each sum still runs k in order, as a single dot does. */
+enum { NT_COLS = 4 };
 static void portable_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
                         float beta, float *C, int64_t ldc)
 {
     scale_or_zero(M, N, beta, C, ldc);
     for (int64_t i = 0; i < M; i++) {
         const float *a = A + i * lda;
-        for (int64_t j = 0; j < N; j++) {
+        float *c = C + i * ldc;
+        int64_t j = 0;
+        for (; j + NT_COLS <= N; j += NT_COLS) {
+            const float *b0 = B + j * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+            float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+            for (int64_t k = 0; k < K; k++) {
+                const float av = a[k];
+                s0 += av * b0[k];
+                s1 += av * b1[k];
+                s2 += av * b2[k];
+                s3 += av * b3[k];
+            }
+            c[j] += s0;
+            c[j + 1] += s1;
+            c[j + 2] += s2;
+            c[j + 3] += s3;
+        }
+        for (; j < N; j++) {
             const float *b = B + j * ldb;
             float acc = 0.0f;
             for (int64_t k = 0; k < K; k++) acc += a[k] * b[k];
-            C[i * ldc + j] += acc;
+            c[j] += acc;
         }
     }
 }
@@ -133,9 +154,9 @@ static void portable_packed(int64_t M, int64_t N, int64_t K, const float *A, int
 
 #endif /* !CO_HAVE_CBLAS */
 
-/* ---- the two products, on the calling thread ---- */
-static void gemm_nn_serial(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
-                           float beta, float *C, int64_t ldc)
+/* ---- the two products, on the calling thread: C = beta C + A op(B), op(B) = B^T if trans_b ---- */
+static void gemm_serial(int trans_b, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
+                        int64_t ldb, float beta, float *C, int64_t ldc)
 {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
@@ -143,43 +164,20 @@ static void gemm_nn_serial(int64_t M, int64_t N, int64_t K, const float *A, int6
         return;
     }
 #ifdef CO_HAVE_CBLAS
-    if (N == 1)
+    if (!trans_b && N == 1)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)M, (int)K, 1.0f, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)ldb,
-                    beta, C, (int)ldc);
-#else
-    switch (active_isa()) {
-#if defined(CO_GEMM_X86)
-    case CO_ISA_AVX512: co_gemm_avx512(0, M, N, K, A, lda, B, ldb, beta, C, ldc); return;
-    case CO_ISA_AVX2: co_gemm_avx2(0, M, N, K, A, lda, B, ldb, beta, C, ldc); return;
-#endif
-    default: portable_nn(M, N, K, A, lda, B, ldb, beta, C, ldc); return;
-    }
-#endif
-}
-
-static void gemm_nt_serial(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
-                           float beta, float *C, int64_t ldc)
-{
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0) {
-        scale_or_zero(M, N, beta, C, ldc);
-        return;
-    }
-#ifdef CO_HAVE_CBLAS
-    if (M == 1)
+    else if (trans_b && M == 1)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)N, (int)K, 1.0f, B, (int)ldb, A, 1, beta, C, 1);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)ldb,
-                    beta, C, (int)ldc);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A,
+                    (int)lda, B, (int)ldb, beta, C, (int)ldc);
 #else
     switch (active_isa()) {
 #if defined(CO_GEMM_X86)
-    case CO_ISA_AVX512: co_gemm_avx512(1, M, N, K, A, lda, B, ldb, beta, C, ldc); return;
-    case CO_ISA_AVX2: co_gemm_avx2(1, M, N, K, A, lda, B, ldb, beta, C, ldc); return;
+    case CO_ISA_AVX512: co_gemm_avx512(trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc); return;
+    case CO_ISA_AVX2: co_gemm_avx2(trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc); return;
 #endif
-    default: portable_nt(M, N, K, A, lda, B, ldb, beta, C, ldc); return;
+    default: (trans_b ? portable_nt : portable_nn)(M, N, K, A, lda, B, ldb, beta, C, ldc); return;
     }
 #endif
 }
@@ -264,10 +262,11 @@ static void gemm_packed_serial(int64_t M, int64_t N, int64_t K, const float *A, 
 /* ---- one product split across the calling thread's pool (kernels/threadpool.h) ----
  * Each task computes a block of columns of C (or, where the columns are too few, a block of rows)
  * with the serial kernel. Every kernel's summation order for one element of C depends only on K
- * (the FMA chain along k, the 256-deep K blocks), never on where the element's block starts, so
- * a split product is bit-identical to the serial one. Two splits would break that and are not
- * made: nt by rows (M <= 8 selects the dot-product kernel, so a row block of <= 8 rows would sum
- * in another order), and packed B anywhere but at a panel edge. OpenBLAS products stay whole.
+ * (the FMA chain along k, the 256-deep K blocks; the packed 1-/2-row strips and the 8-row tile
+ * run the same chain), never on where the element's block starts, so a split product is
+ * bit-identical to the serial one. Two splits would break that and are not made: nt by rows
+ * (M <= CO_GEMM_DOT_M_MAX selects the dot-product kernel, so a row block that small would sum in
+ * another order), and packed B anywhere but at a panel edge. OpenBLAS products stay whole.
  * Products below GEMM_PARALLEL_MIN_MACS run on the calling thread: waking a worker costs more. */
 enum {
     GEMM_SPLIT_COLS = 32, /* a multiple of every panel width (32, 16) */
@@ -296,14 +295,14 @@ static void gemm_task(void *ctx, int task)
     if (g->by_rows) {
         const float *A = g->A + lo * g->lda;
         float *C = g->C + lo * g->ldc;
-        if (g->kind == GEMM_NN) gemm_nn_serial(n, g->N, g->K, A, g->lda, g->B, g->ldb, g->beta, C, g->ldc);
+        if (g->kind == GEMM_NN) gemm_serial(0, n, g->N, g->K, A, g->lda, g->B, g->ldb, g->beta, C, g->ldc);
         else gemm_packed_serial(n, g->N, g->K, A, g->lda, g->isa, g->B, g->beta, C, g->ldc);
         return;
     }
     float *C = g->C + lo;
     switch (g->kind) {
-    case GEMM_NN: gemm_nn_serial(g->M, n, g->K, g->A, g->lda, g->B + lo, g->ldb, g->beta, C, g->ldc); return;
-    case GEMM_NT: gemm_nt_serial(g->M, n, g->K, g->A, g->lda, g->B + lo * g->ldb, g->ldb, g->beta, C, g->ldc); return;
+    case GEMM_NN: gemm_serial(0, g->M, n, g->K, g->A, g->lda, g->B + lo, g->ldb, g->beta, C, g->ldc); return;
+    case GEMM_NT: gemm_serial(1, g->M, n, g->K, g->A, g->lda, g->B + lo * g->ldb, g->ldb, g->beta, C, g->ldc); return;
     case GEMM_PACKED: /* panels of K x nr, nr dividing GEMM_SPLIT_COLS: panel lo / nr starts at (lo / nr) K nr = lo K */
         gemm_packed_serial(g->M, n, g->K, g->A, g->lda, g->isa, g->B + lo * g->K, g->beta, C, g->ldc);
         return;
@@ -352,7 +351,7 @@ void co_gemm_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, co
 {
     gemm_split g = {GEMM_NN, 0, 0, M, N, K, lda, ldb, ldc, 0, A, B, beta, C};
     if (M > 0 && N > 0 && K > 0 && run_split(&g)) return;
-    gemm_nn_serial(M, N, K, A, lda, B, ldb, beta, C, ldc);
+    gemm_serial(0, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
 void co_gemm_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
@@ -360,7 +359,7 @@ void co_gemm_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, co
 {
     gemm_split g = {GEMM_NT, 0, 0, M, N, K, lda, ldb, ldc, 0, A, B, beta, C};
     if (M > 0 && N > 0 && K > 0 && run_split(&g)) return;
-    gemm_nt_serial(M, N, K, A, lda, B, ldb, beta, C, ldc);
+    gemm_serial(1, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
 void co_gemm_packed(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const void *packed, float beta,

@@ -311,21 +311,32 @@ static co_status rd_celu(co_builder *b, const cJSON *node, const char *path, con
     return read_elu(b, node, path, what, 1, p);
 }
 
-static co_status rd_leaky(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
+/* The two bounds or parameters most readers take: keys ka and kc (torch's defaults da and dc when
+ * absent, unless required), any finite float, into *a and *c. */
+static co_status read_pair(co_builder *b, const cJSON *node, const char *path, int required, const char *ka, double da,
+                           const char *kc, double dc, double *a, double *c)
 {
-    double a = 0;
-    co_status st = co_get_float(b, node, path, "negative_slope", 0, 0.01, -k_big, k_big, &a);
+    co_status st = co_get_float(b, node, path, ka, required, da, -k_big, k_big, a);
+    return st ? st : co_get_float(b, node, path, kc, required, dc, -k_big, k_big, c);
+}
+
+/* read_pair into p->a and p->b as read. */
+static co_status read_pair_ab(co_builder *b, const cJSON *node, const char *path, int required, const char *ka,
+                              double da, const char *kc, double dc, co_pointwise *p)
+{
+    double a = 0, c = 0;
+    co_status st = read_pair(b, node, path, required, ka, da, kc, dc, &a, &c);
+    if (st) return st;
     p->a = (float)a;
-    return st;
+    p->b = (float)c;
+    return CO_OK;
 }
 
 static co_status rd_hardtanh(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
 {
     double a = 0, c = 0;
-    co_status st;
-    if ((st = co_get_float(b, node, path, "min_val", 0, -1.0, -k_big, k_big, &a)) ||
-        (st = co_get_float(b, node, path, "max_val", 0, 1.0, -k_big, k_big, &c)))
-        return st;
+    co_status st = read_pair(b, node, path, 0, "min_val", -1.0, "max_val", 1.0, &a, &c);
+    if (st) return st;
     if (!(c > a)) /* torch asserts max_val > min_val */
         return co_error(CO_ERR_NETWORK, "%s (%s): max_val %g must be greater than min_val %g", node_name(path), what,
                         c, a);
@@ -339,10 +350,8 @@ static co_status rd_hardtanh(co_builder *b, const cJSON *node, const char *path,
 static co_status rd_clamp(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
 {
     double a = 0, c = 0;
-    co_status st;
-    if ((st = co_get_float(b, node, path, "min", 0, -INFINITY, -k_big, k_big, &a)) ||
-        (st = co_get_float(b, node, path, "max", 0, INFINITY, -k_big, k_big, &c)))
-        return st;
+    co_status st = read_pair(b, node, path, 0, "min", -INFINITY, "max", INFINITY, &a, &c);
+    if (st) return st;
     p->a = (float)(a > c ? c : a);
     p->b = (float)c;
     return CO_OK;
@@ -350,54 +359,47 @@ static co_status rd_clamp(co_builder *b, const cJSON *node, const char *path, co
 
 static co_status rd_threshold(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
 {
-    double a = 0, c = 0;
-    co_status st;
-    if ((st = co_get_float(b, node, path, "threshold", 1, 0.0, -k_big, k_big, &a)) ||
-        (st = co_get_float(b, node, path, "value", 1, 0.0, -k_big, k_big, &c)))
-        return st;
-    p->a = (float)a;
-    p->b = (float)c;
-    return CO_OK;
+    return read_pair_ab(b, node, path, 1, "threshold", 0.0, "value", 0.0, p);
 }
 
 static co_status rd_rrelu(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
 {
     double a = 0, c = 0;
-    co_status st;
-    if ((st = co_get_float(b, node, path, "lower", 0, 1.0 / 8.0, -k_big, k_big, &a)) ||
-        (st = co_get_float(b, node, path, "upper", 0, 1.0 / 3.0, -k_big, k_big, &c)))
-        return st;
+    co_status st = read_pair(b, node, path, 0, "lower", 1.0 / 8.0, "upper", 1.0 / 3.0, &a, &c);
+    if (st) return st;
     if (a > c) return co_error(CO_ERR_NETWORK, "%s (%s): lower %g must not exceed upper %g", node_name(path), what, a, c);
     p->a = (float)((a + c) / 2.0); /* eval mode: a fixed slope, the mean of the bounds */
     return CO_OK;
 }
 
-static co_status rd_hardshrink(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
+/* One float under `key` (default def, at least lo) into p->a. */
+static co_status read_one(co_builder *b, const cJSON *node, const char *path, const char *key, double def, double lo,
+                          co_pointwise *p)
 {
     double a = 0;
-    co_status st = co_get_float(b, node, path, "lambd", 0, 0.5, -k_big, k_big, &a);
+    co_status st = co_get_float(b, node, path, key, 0, def, lo, k_big, &a);
     p->a = (float)a;
     return st;
+}
+
+static co_status rd_leaky(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
+{
+    return read_one(b, node, path, "negative_slope", 0.01, -k_big, p);
+}
+
+static co_status rd_hardshrink(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
+{
+    return read_one(b, node, path, "lambd", 0.5, -k_big, p);
 }
 
 static co_status rd_softshrink(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
 {
-    double a = 0; /* torch checks lambd >= 0 for Softshrink only */
-    co_status st = co_get_float(b, node, path, "lambd", 0, 0.5, 0.0, k_big, &a);
-    p->a = (float)a;
-    return st;
+    return read_one(b, node, path, "lambd", 0.5, 0.0, p); /* torch checks lambd >= 0 for Softshrink only */
 }
 
 static co_status rd_softplus(co_builder *b, const cJSON *node, const char *path, const char *what, co_pointwise *p)
 {
-    double a = 0, c = 0;
-    co_status st;
-    if ((st = co_get_float(b, node, path, "beta", 0, 1.0, -k_big, k_big, &a)) ||
-        (st = co_get_float(b, node, path, "threshold", 0, 20.0, -k_big, k_big, &c)))
-        return st;
-    p->a = (float)a;
-    p->b = (float)c;
-    return CO_OK;
+    return read_pair_ab(b, node, path, 0, "beta", 1.0, "threshold", 20.0, p);
 }
 
 #define PW(module, functional, kind, read) {module, functional, FAM_POINTWISE, kind, read}

@@ -15,36 +15,25 @@
 
 #include "core/build.h"
 #include "core/builder.h"
-
-static int g_fail;
-
-#define CHECK(cond, ...)                                                                                               \
-    do {                                                                                                               \
-        if (!(cond)) {                                                                                                 \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                                       \
-            fprintf(stderr, __VA_ARGS__);                                                                              \
-            fprintf(stderr, "\n");                                                                                     \
-            g_fail++;                                                                                                  \
-        }                                                                                                              \
-    } while (0)
+#include "check.h"
 
 static void test_registry(void)
 {
     const size_t n = co_registry_count();
-    CHECK(n >= 60, "only %zu registered types", n);
-    CHECK(co_registry_name(n) == NULL, "a name past the end");
+    TU_CHECK(n >= 60, "only %zu registered types", n);
+    TU_CHECK(co_registry_name(n) == NULL, "a name past the end");
     for (size_t i = 0; i < n; i++) {
         const char *name = co_registry_name(i);
-        CHECK(name && name[0], "entry %zu has no name", i);
+        TU_CHECK(name && name[0], "entry %zu has no name", i);
         if (!name) continue;
-        for (size_t j = 0; j < i; j++) CHECK(strcmp(name, co_registry_name(j)) != 0, "'%s' is registered twice", name);
+        for (size_t j = 0; j < i; j++) TU_CHECK(strcmp(name, co_registry_name(j)) != 0, "'%s' is registered twice", name);
         co_module_reg r;
-        CHECK(co_registry_find(name, &r) && r.build && strcmp(r.type, name) == 0, "'%s' is not found", name);
+        TU_CHECK(co_registry_find(name, &r) && r.build && strcmp(r.type, name) == 0, "'%s' is not found", name);
     }
     co_module_reg r;
     const char *unknown[] = {"Conv9d", "", "relu", "conv2d", "Sequential ", "Graphs", NULL};
-    for (int i = 0; unknown[i]; i++) CHECK(!co_registry_find(unknown[i], &r), "'%s' found", unknown[i]);
-    CHECK(!co_registry_find(NULL, &r), "NULL found");
+    for (int i = 0; unknown[i]; i++) TU_CHECK(!co_registry_find(unknown[i], &r), "'%s' found", unknown[i]);
+    TU_CHECK(!co_registry_find(NULL, &r), "NULL found");
 }
 
 /* co_read_pointwise on the JSON object `json` with functional name fn. */
@@ -72,32 +61,32 @@ static void test_functional_names(void)
     int reached[CO_PW_COUNT] = {0};
     for (int i = 0; names[i]; i++) {
         const char *json = strcmp(names[i], "threshold") == 0 ? "{\"threshold\": 0.5, \"value\": 2}" : "{}";
-        CHECK(read_pw(names[i], json, &p) == CO_OK, "'%s' refused: %s", names[i], co_last_error());
-        CHECK(p.kind >= 0 && p.kind < CO_PW_COUNT, "'%s': kind %d", names[i], (int)p.kind);
+        TU_CHECK(read_pw(names[i], json, &p) == CO_OK, "'%s' refused: %s", names[i], co_last_error());
+        TU_CHECK(p.kind >= 0 && p.kind < CO_PW_COUNT, "'%s': kind %d", names[i], (int)p.kind);
         if (p.kind >= 0 && p.kind < CO_PW_COUNT) reached[p.kind] = 1;
     }
     if (read_pw("gelu", "{\"approximate\": \"tanh\"}", &p) == CO_OK && p.kind >= 0 && p.kind < CO_PW_COUNT)
         reached[p.kind] = 1;
-    for (int k = 0; k < CO_PW_COUNT; k++) CHECK(reached[k], "co_pw_kind %d has no functional name", k);
-    CHECK(read_pw("frobnicate", "{}", &p) == CO_ERR_NETWORK && strstr(co_last_error(), "0.op3") &&
+    for (int k = 0; k < CO_PW_COUNT; k++) TU_CHECK(reached[k], "co_pw_kind %d has no functional name", k);
+    TU_CHECK(read_pw("frobnicate", "{}", &p) == CO_ERR_NETWORK && strstr(co_last_error(), "0.op3") &&
               strstr(co_last_error(), "frobnicate"),
           "unknown name: %s", co_last_error());
-    CHECK(read_pw("ReLU", "{}", &p) == CO_ERR_NETWORK, "a module type name is not a functional name");
-    CHECK(read_pw("rrelu", "{}", &p) == CO_ERR_NETWORK, "rrelu is a module only");
-    CHECK(read_pw("threshold", "{}", &p) == CO_ERR_NETWORK && strstr(co_last_error(), "threshold"),
+    TU_CHECK(read_pw("ReLU", "{}", &p) == CO_ERR_NETWORK, "a module type name is not a functional name");
+    TU_CHECK(read_pw("rrelu", "{}", &p) == CO_ERR_NETWORK, "rrelu is a module only");
+    TU_CHECK(read_pw("threshold", "{}", &p) == CO_ERR_NETWORK && strstr(co_last_error(), "threshold"),
           "threshold needs its keys: %s", co_last_error());
     /* defaults and keys, as torch */
-    CHECK(read_pw("leaky_relu", "{}", &p) == CO_OK && p.kind == CO_PW_LEAKY && p.a == 0.01f, "leaky_relu default");
-    CHECK(read_pw("gelu", "{\"approximate\": \"tanh\"}", &p) == CO_OK && p.kind == CO_PW_GELU_TANH, "gelu tanh");
-    CHECK(read_pw("gelu", "{}", &p) == CO_OK && p.kind == CO_PW_GELU_ERF, "gelu default");
-    CHECK(read_pw("softplus", "{\"beta\": 2}", &p) == CO_OK && p.a == 2.0f && p.b == 20.0f, "softplus");
-    CHECK(read_pw("relu6", "{}", &p) == CO_OK && p.kind == CO_PW_HARDTANH && p.a == 0.0f && p.b == 6.0f, "relu6");
-    CHECK(read_pw("clamp", "{\"min\": null, \"max\": 1.5}", &p) == CO_OK && p.kind == CO_PW_HARDTANH &&
+    TU_CHECK(read_pw("leaky_relu", "{}", &p) == CO_OK && p.kind == CO_PW_LEAKY && p.a == 0.01f, "leaky_relu default");
+    TU_CHECK(read_pw("gelu", "{\"approximate\": \"tanh\"}", &p) == CO_OK && p.kind == CO_PW_GELU_TANH, "gelu tanh");
+    TU_CHECK(read_pw("gelu", "{}", &p) == CO_OK && p.kind == CO_PW_GELU_ERF, "gelu default");
+    TU_CHECK(read_pw("softplus", "{\"beta\": 2}", &p) == CO_OK && p.a == 2.0f && p.b == 20.0f, "softplus");
+    TU_CHECK(read_pw("relu6", "{}", &p) == CO_OK && p.kind == CO_PW_HARDTANH && p.a == 0.0f && p.b == 6.0f, "relu6");
+    TU_CHECK(read_pw("clamp", "{\"min\": null, \"max\": 1.5}", &p) == CO_OK && p.kind == CO_PW_HARDTANH &&
               isinf(p.a) && p.a < 0 && p.b == 1.5f,
           "clamp(max=1.5)");
-    CHECK(read_pw("clamp", "{\"min\": -1}", &p) == CO_OK && p.a == -1.0f && isinf(p.b) && p.b > 0, "clamp(min=-1)");
-    CHECK(read_pw("celu", "{\"alpha\": 0}", &p) == CO_ERR_NETWORK, "celu alpha 0");
-    CHECK(read_pw("softshrink", "{\"lambd\": -1}", &p) == CO_ERR_NETWORK, "softshrink lambd < 0");
+    TU_CHECK(read_pw("clamp", "{\"min\": -1}", &p) == CO_OK && p.a == -1.0f && isinf(p.b) && p.b > 0, "clamp(min=-1)");
+    TU_CHECK(read_pw("celu", "{\"alpha\": 0}", &p) == CO_ERR_NETWORK, "celu alpha 0");
+    TU_CHECK(read_pw("softshrink", "{\"lambd\": -1}", &p) == CO_ERR_NETWORK, "softshrink lambd < 0");
 }
 
 /* bits equal (NaN == NaN, -0 != +0) */
@@ -113,15 +102,15 @@ static void expect(const char *fn, const char *json, const float *x, const float
     co_pointwise p;
     float y[16];
     if (read_pw(fn, json, &p) != CO_OK) {
-        CHECK(0, "'%s' refused: %s", fn, co_last_error());
+        TU_CHECK(0, "'%s' refused: %s", fn, co_last_error());
         return;
     }
     co_pointwise_run(&p, x, y, n);
-    for (int i = 0; i < n; i++) CHECK(same(y[i], want[i]), "%s(%g) = %g, torch 1.13 gives %g", fn, x[i], y[i], want[i]);
+    for (int i = 0; i < n; i++) TU_CHECK(same(y[i], want[i]), "%s(%g) = %g, torch 1.13 gives %g", fn, x[i], y[i], want[i]);
     float z[16];
     memcpy(z, x, (size_t)n * sizeof(float));
     co_pointwise_run(&p, z, z, n); /* in place */
-    for (int i = 0; i < n; i++) CHECK(same(z[i], y[i]), "%s in place differs at %d", fn, i);
+    for (int i = 0; i < n; i++) TU_CHECK(same(z[i], y[i]), "%s in place differs at %d", fn, i);
 }
 
 /* Values from torch 1.13 on x below (python3 -c "import torch; print(torch.<fn>(x).tolist())"). */
@@ -210,10 +199,6 @@ int main(int argc, char **argv)
     test_registry();
     test_functional_names();
     test_formulas();
-    if (g_fail) {
-        fprintf(stderr, "%d check(s) failed\n", g_fail);
-        return 1;
-    }
-    printf("registry: %zu types; all checks passed\n", co_registry_count());
-    return 0;
+    printf("registry: %zu types\n", co_registry_count());
+    return tu_finish("test_registry");
 }

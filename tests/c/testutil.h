@@ -1,7 +1,7 @@
 /*
- * testutil.h — helpers shared by the C tests: checks that count failures (the tests keep going
- * so that one run reports everything), a writer of safetensors bytes, and the small valid
- * model Sequential(Conv1d(2, 3, 3, padding=1), ReLU) the tests build their hostile files from.
+ * testutil.h — helpers shared by the C tests: the checks of check.h and TU_STATUS, a writer of
+ * safetensors bytes, and the small valid model Sequential(Conv1d(2, 3, 3, padding=1), ReLU) the
+ * tests build their hostile files from.
  * Only the public API (continual.h) is used.
  */
 #ifndef CO_TESTUTIL_H
@@ -11,18 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-extern int tu_failures;
-
-void tu_fail_at(const char *file, int line, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
-#define TU_CHECK(cond, ...)                                                                                            \
-    do {                                                                                                               \
-        if (!(cond)) tu_fail_at(__FILE__, __LINE__, __VA_ARGS__);                                                      \
-    } while (0)
+#include "check.h"
 
 /* Checks `st == want`; on mismatch prints both names and co_last_error(). */
 #define TU_STATUS(st, want, what)                                                                                      \
@@ -32,9 +21,6 @@ void tu_fail_at(const char *file, int line, const char *fmt, ...)
             tu_fail_at(__FILE__, __LINE__, "%s: got %s, expected %s (%s)", (what), co_status_name(tu_st_),            \
                        co_status_name(tu_want_), co_last_error());                                                     \
     } while (0)
-
-/* Prints a summary and returns the process exit code (0 if no check failed). */
-int tu_finish(const char *test_name);
 
 /* ---- growable strings ---- */
 typedef struct tu_str {
