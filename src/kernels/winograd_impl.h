@@ -4,44 +4,71 @@
  * target flags). Define WINO_INPUT and WINO_OUTPUT to the function names before including.
  *
  * B^T (6x6) and A^T (4x6) are applied as their sparse rows, first along the columns of the tile
- * (into t), then along its rows; each line is one loop over the lanes. The rows read and written
- * never overlap (restrict), which is what lets the compiler vectorise along the lanes.
+ * (into t), then along its rows; each line is one loop over the lanes, in vectors of WINO_VL
+ * lanes (the wide builds define WINO_VL and the WINO_* operations as intrinsics before including:
+ * the compiler does not vectorise these loops by itself, not knowing that the rows never overlap).
  */
 #include <stdint.h>
 
 #include "kernels/winograd.h"
 
+/* The lane type: WINO_V holds WINO_VL lanes (1 for the portable build) with the operations below;
+ * the scalar tail uses the same expressions on floats, so every lane sums alike. */
+#ifndef WINO_VL
+#define WINO_VL 1
+typedef float wino_v;
+#define WINO_LOAD(p) (*(p))
+#define WINO_STORE(p, v) (*(p) = (v))
+#define WINO_ADD(a, b) ((a) + (b))
+#define WINO_SUB(a, b) ((a) - (b))
+#define WINO_MUL(a, b) ((a) * (b))
+#define WINO_SET1(x) (x)
+#endif
+
+#define WINO_BT6(T, LD, ST, ADD, SUB, MUL, K)                                                                  \
+    do {                                                                                                      \
+        const T x0 = LD(x + l), a = LD(x + xs + l), b = LD(x + 2 * xs + l), c = LD(x + 3 * xs + l);          \
+        const T d = LD(x + 4 * xs + l), x5 = LD(x + 5 * xs + l);                                              \
+        ST(y + l, ADD(SUB(MUL(K(4.0f), x0), MUL(K(5.0f), b)), d));                                            \
+        ST(y + ys + l, SUB(ADD(d, c), MUL(K(4.0f), ADD(a, b))));                                              \
+        ST(y + 2 * ys + l, ADD(SUB(d, c), MUL(K(4.0f), SUB(a, b))));                                          \
+        ST(y + 3 * ys + l, ADD(SUB(d, b), MUL(K(2.0f), SUB(c, a))));                                          \
+        ST(y + 4 * ys + l, SUB(SUB(d, b), MUL(K(2.0f), SUB(c, a))));                                          \
+        ST(y + 5 * ys + l, ADD(SUB(MUL(K(4.0f), a), MUL(K(5.0f), c)), x5));                                   \
+    } while (0)
+
+#define WINO_AT6(T, LD, ST, ADD, SUB, MUL, K)                                                                  \
+    do {                                                                                                      \
+        const T x0 = LD(x + l), x1 = LD(x + xs + l), x2 = LD(x + 2 * xs + l), x3 = LD(x + 3 * xs + l);       \
+        const T x4 = LD(x + 4 * xs + l), x5 = LD(x + 5 * xs + l);                                             \
+        const T s12 = ADD(x1, x2), d12 = SUB(x1, x2), s34 = ADD(x3, x4), d34 = SUB(x3, x4);                   \
+        ST(y + l, ADD(ADD(x0, s12), s34));                                                                    \
+        ST(y + ys + l, ADD(d12, MUL(K(2.0f), d34)));                                                          \
+        ST(y + 2 * ys + l, ADD(s12, MUL(K(4.0f), s34)));                                                      \
+        ST(y + 3 * ys + l, ADD(ADD(d12, MUL(K(8.0f), d34)), x5));                                             \
+    } while (0)
+
+#define WINO_F_LD(p) (*(p))
+#define WINO_F_ST(p, v) (*(p) = (v))
+#define WINO_F_ADD(a, b) ((a) + (b))
+#define WINO_F_SUB(a, b) ((a) - (b))
+#define WINO_F_MUL(a, b) ((a) * (b))
+#define WINO_F_K(x) (x)
+
 /* y[i * ys] = (B^T x)[i], x[k * xs]: lanes l < n at offset l */
-static inline void wino_bt6(int64_t n, const float *restrict x, int64_t xs, float *restrict y, int64_t ys)
+static void wino_bt6(int64_t n, const float *x, int64_t xs, float *y, int64_t ys)
 {
-    const float *restrict x0 = x, *restrict x1 = x + xs, *restrict x2 = x + 2 * xs, *restrict x3 = x + 3 * xs,
-                          *restrict x4 = x + 4 * xs, *restrict x5 = x + 5 * xs;
-    float *restrict y0 = y, *restrict y1 = y + ys, *restrict y2 = y + 2 * ys, *restrict y3 = y + 3 * ys,
-                    *restrict y4 = y + 4 * ys, *restrict y5 = y + 5 * ys;
-    for (int64_t l = 0; l < n; l++) {
-        const float a = x1[l], b = x2[l], c = x3[l], d = x4[l];
-        y0[l] = 4.0f * x0[l] - 5.0f * b + d;
-        y1[l] = (d + c) - 4.0f * (a + b);
-        y2[l] = (d - c) + 4.0f * (a - b);
-        y3[l] = (d - b) + 2.0f * (c - a);
-        y4[l] = (d - b) - 2.0f * (c - a);
-        y5[l] = 4.0f * a - 5.0f * c + x5[l];
-    }
+    int64_t l = 0;
+    for (; l + WINO_VL <= n; l += WINO_VL) WINO_BT6(wino_v, WINO_LOAD, WINO_STORE, WINO_ADD, WINO_SUB, WINO_MUL, WINO_SET1);
+    for (; l < n; l++) WINO_BT6(float, WINO_F_LD, WINO_F_ST, WINO_F_ADD, WINO_F_SUB, WINO_F_MUL, WINO_F_K);
 }
 
 /* y[i * ys] = (A^T x)[i], 6 -> 4 */
-static inline void wino_at6(int64_t n, const float *restrict x, int64_t xs, float *restrict y, int64_t ys)
+static void wino_at6(int64_t n, const float *x, int64_t xs, float *y, int64_t ys)
 {
-    const float *restrict x0 = x, *restrict x1 = x + xs, *restrict x2 = x + 2 * xs, *restrict x3 = x + 3 * xs,
-                          *restrict x4 = x + 4 * xs, *restrict x5 = x + 5 * xs;
-    float *restrict y0 = y, *restrict y1 = y + ys, *restrict y2 = y + 2 * ys, *restrict y3 = y + 3 * ys;
-    for (int64_t l = 0; l < n; l++) {
-        const float s12 = x1[l] + x2[l], d12 = x1[l] - x2[l], s34 = x3[l] + x4[l], d34 = x3[l] - x4[l];
-        y0[l] = x0[l] + s12 + s34;
-        y1[l] = d12 + 2.0f * d34;
-        y2[l] = s12 + 4.0f * s34;
-        y3[l] = d12 + 8.0f * d34 + x5[l];
-    }
+    int64_t l = 0;
+    for (; l + WINO_VL <= n; l += WINO_VL) WINO_AT6(wino_v, WINO_LOAD, WINO_STORE, WINO_ADD, WINO_SUB, WINO_MUL, WINO_SET1);
+    for (; l < n; l++) WINO_AT6(float, WINO_F_LD, WINO_F_ST, WINO_F_ADD, WINO_F_SUB, WINO_F_MUL, WINO_F_K);
 }
 
 void WINO_INPUT(CO_WINO_INPUT_ARGS)
