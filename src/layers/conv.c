@@ -428,12 +428,21 @@ static void wino_chunk(const wino_job *job, float *scratch, int64_t f0, int64_t 
             const int border = a_lo > 0 || b_lo > 0 || a_hi < CO_WINO_IN || b_hi < CO_WINO_IN;
             for (int64_t c0 = 0; c0 < cin; c0 += CO_WINO_LANES) {
                 const int64_t nl = min64(CO_WINO_LANES, cin - c0);
-                if (border) memset(patch, 0, sizeof patch);
-                for (int64_t l = 0; l < nl; l++) {
-                    const float *plane = frame + (c0 + l) * cs + iy0 * W + ix0;
-                    for (int64_t a = a_lo; a < a_hi; a++)
-                        for (int64_t bb = b_lo; bb < b_hi; bb++)
-                            patch[(a * CO_WINO_IN + bb) * CO_WINO_LANES + l] = plane[a * W + bb];
+                if (border) {
+                    memset(patch, 0, sizeof patch);
+                    for (int64_t l = 0; l < nl; l++) {
+                        const float *plane = frame + (c0 + l) * cs + iy0 * W + ix0;
+                        for (int64_t a = a_lo; a < a_hi; a++)
+                            for (int64_t bb = b_lo; bb < b_hi; bb++)
+                                patch[(a * CO_WINO_IN + bb) * CO_WINO_LANES + l] = plane[a * W + bb];
+                    }
+                } else { /* the whole tile inside: fixed trip counts, unrolled */
+                    for (int64_t l = 0; l < nl; l++) {
+                        const float *plane = frame + (c0 + l) * cs + iy0 * W + ix0;
+                        for (int a = 0; a < CO_WINO_IN; a++)
+                            for (int bb = 0; bb < CO_WINO_IN; bb++)
+                                patch[(a * CO_WINO_IN + bb) * CO_WINO_LANES + l] = plane[a * W + bb];
+                    }
                 }
                 co_wino_input(nl, patch, CO_WINO_LANES, V + row * cin + c0, n * cin);
             }
@@ -457,6 +466,12 @@ static void wino_chunk(const wino_job *job, float *scratch, int64_t f0, int64_t 
                     for (int k = 0; k < nd; k++)
                         for (int64_t l = 0; l < nl; l++) {
                             float *o = d[k] + (c0 + l) * cs + oy * Wo + ox;
+                            if (hy == CO_WINO_OUT && wx == CO_WINO_OUT) { /* a whole tile: unrolled */
+                                for (int py = 0; py < CO_WINO_OUT; py++)
+                                    for (int px = 0; px < CO_WINO_OUT; px++)
+                                        o[py * Wo + px] += y[(py * CO_WINO_OUT + px) * CO_WINO_LANES + l];
+                                continue;
+                            }
                             for (int64_t py = 0; py < hy; py++)
                                 for (int64_t px = 0; px < wx; px++)
                                     o[py * Wo + px] += y[(py * CO_WINO_OUT + px) * CO_WINO_LANES + l];
