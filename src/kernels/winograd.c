@@ -8,8 +8,10 @@
 
 #define WINO_INPUT wino_input_portable
 #define WINO_OUTPUT wino_output_portable
+#define WINO_OUTPUT_ADD wino_output_add_portable
 static void wino_input_portable(CO_WINO_INPUT_ARGS);
 static void wino_output_portable(CO_WINO_OUTPUT_ARGS);
+static void wino_output_add_portable(CO_WINO_OUTPUT_ADD_ARGS);
 #include "kernels/winograd_impl.h"
 
 /* G (6x3) of F(4, 3) with interpolation points 0, -1, 1, 1/2, -1/2 and infinity. */
@@ -61,4 +63,16 @@ void co_wino_output(CO_WINO_OUTPUT_ARGS)
     }
 #endif
     wino_output_portable(n, m, m_ld, y, y_ld);
+}
+
+void co_wino_output_add(CO_WINO_OUTPUT_ADD_ARGS)
+{
+#if defined(CO_GEMM_X86)
+    switch (co_cpu_isa()) {
+    case CO_ISA_AVX512: co_wino_output_add_avx512(n, m, m_ld, dst, n_dst, chan_stride, row_stride); return;
+    case CO_ISA_AVX2: co_wino_output_add_avx2(n, m, m_ld, dst, n_dst, chan_stride, row_stride); return;
+    default: break;
+    }
+#endif
+    wino_output_add_portable(n, m, m_ld, dst, n_dst, chan_stride, row_stride);
 }

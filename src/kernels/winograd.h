@@ -40,11 +40,20 @@ void co_wino_input(CO_WINO_INPUT_ARGS);
 #define CO_WINO_OUTPUT_ARGS int64_t n, const float *m, int64_t m_ld, float *y, int64_t y_ld
 void co_wino_output(CO_WINO_OUTPUT_ARGS);
 
+/* Output transform of whole tiles added into frames: for lanes l < n (channels) and pixels
+ * (py, px) of the 4x4 tile, dst[k][l * chan_stride + py * row_stride + px] += pixel (py, px) of
+ * lane l, for each of the n_dst destinations k. Same sums as co_wino_output then adding. */
+#define CO_WINO_OUTPUT_ADD_ARGS                                                                                  \
+    int64_t n, const float *m, int64_t m_ld, float *const *dst, int n_dst, int64_t chan_stride, int64_t row_stride
+void co_wino_output_add(CO_WINO_OUTPUT_ADD_ARGS);
+
 /* The per-ISA variants behind co_wino_input / co_wino_output (same contract; called only after
  * cpu.c found the ISA): the same source (winograd_impl.h) built with other target flags. */
 void co_wino_input_avx512(CO_WINO_INPUT_ARGS);
 void co_wino_output_avx512(CO_WINO_OUTPUT_ARGS);
 void co_wino_input_avx2(CO_WINO_INPUT_ARGS);
 void co_wino_output_avx2(CO_WINO_OUTPUT_ARGS);
+void co_wino_output_add_avx512(CO_WINO_OUTPUT_ADD_ARGS);
+void co_wino_output_add_avx2(CO_WINO_OUTPUT_ADD_ARGS);
 
 #endif /* CO_WINOGRAD_H */

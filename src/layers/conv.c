@@ -462,16 +462,16 @@ static void wino_chunk(const wino_job *job, float *scratch, int64_t f0, int64_t 
                 const int64_t hy = min64(CO_WINO_OUT, Ho - oy), wx = min64(CO_WINO_OUT, Wo - ox);
                 for (int64_t c0 = 0; c0 < cout; c0 += CO_WINO_LANES) {
                     const int64_t nl = min64(CO_WINO_LANES, cout - c0);
+                    if (hy == CO_WINO_OUT && wx == CO_WINO_OUT) { /* a whole tile: added by rows of 4 */
+                        float *o[64];
+                        for (int k = 0; k < nd; k++) o[k] = d[k] + c0 * cs + oy * Wo + ox;
+                        co_wino_output_add(nl, P + row * M + j * cout + c0, n * M, o, nd, cs, Wo);
+                        continue;
+                    }
                     co_wino_output(nl, P + row * M + j * cout + c0, n * M, y, CO_WINO_LANES);
                     for (int k = 0; k < nd; k++)
                         for (int64_t l = 0; l < nl; l++) {
                             float *o = d[k] + (c0 + l) * cs + oy * Wo + ox;
-                            if (hy == CO_WINO_OUT && wx == CO_WINO_OUT) { /* a whole tile: unrolled */
-                                for (int py = 0; py < CO_WINO_OUT; py++)
-                                    for (int px = 0; px < CO_WINO_OUT; px++)
-                                        o[py * Wo + px] += y[(py * CO_WINO_OUT + px) * CO_WINO_LANES + l];
-                                continue;
-                            }
                             for (int64_t py = 0; py < hy; py++)
                                 for (int64_t px = 0; px < wx; px++)
                                     o[py * Wo + px] += y[(py * CO_WINO_OUT + px) * CO_WINO_LANES + l];
