@@ -298,15 +298,20 @@ enum {
     CONV_WINO_CHUNK_FLOATS = 1 << 18, /* scratch of one chunk (V and P): 1 MiB, L2-sized */
     CONV_WINO_MIN_TILES = 8,     /* tiles per chunk at least (rows of the packed kernel's tile) */
     CONV_WINO_MAX_SLICES = 8,    /* parallel slices of the work (fixed: not the thread count) */
-    CONV_WINO_ALIGN_FLOATS = 16  /* slices of the scratch start 64 bytes apart */
+    CONV_WINO_ALIGN_FLOATS = 16, /* slices of the scratch start 64 bytes apart */
+    /* transformed weights (4x the weights: 36 floats per kernel instead of 9) at most 256 MiB
+     * per conv; larger convs keep the direct products rather than quadruple their memory */
+    CONV_WINO_MAX_WEIGHT_FLOATS = 1 << 26
 };
 
-/* Parameters alone: dense 3x3 spatial kernel, stride 1, dilation 1, zero padding, wide enough. */
+/* Parameters alone: dense 3x3 spatial kernel, stride 1, dilation 1, zero padding, wide enough
+ * (and not so large that the transformed weights would be too). */
 static int conv_winograd_eligible(const conv_params *p)
 {
     return p->nsd == 2 && p->ks[0] == CO_WINO_KERNEL && p->ks[1] == CO_WINO_KERNEL && p->ss[0] == 1 &&
            p->ss[1] == 1 && p->ds[0] == 1 && p->ds[1] == 1 && p->groups == 1 && !p->replicate_pad &&
-           p->cin >= CONV_WINO_MIN_CHANNELS && p->cout >= CONV_WINO_MIN_CHANNELS;
+           p->cin >= CONV_WINO_MIN_CHANNELS && p->cout >= CONV_WINO_MIN_CHANNELS &&
+           CO_WINO_ELEMS * p->kt * p->cout * p->cin <= CONV_WINO_MAX_WEIGHT_FLOATS;
 }
 
 typedef struct wino_geom {
