@@ -22,6 +22,8 @@
 #include "core/build.h"
 #include "kernels/conv_dw.h"
 #include "kernels/gemm.h"
+#include "kernels/threadpool.h"
+#include "kernels/winograd.h"
 
 typedef struct conv_params {
     int nsd;                 /* spatial dims: 0 (Conv1d), 1 (Conv2d), 2 (Conv3d) */
@@ -32,10 +34,15 @@ typedef struct conv_params {
     int64_t kcol;            /* (cin/groups) * ks[0] * ks[1]: GEMM inner size */
     const float *bias;       /* model-owned, or NULL */
     float *w;                /* [kt][cout][kcol], points just past this struct */
+    /* Winograd F(4x4, 3x3) (conv_winograd_eligible): for each of the 36 tile elements e, U_e
+     * (rows tap-major j * cout + o, columns cin) packed as op(B) of co_gemm_packed (K = cin,
+     * N = kt * cout), wino_bytes apart; NULL when the conv is not eligible. Same allocation. */
+    unsigned char *wino;
+    size_t wino_bytes;
 } conv_params;
 
 /* rt->aux layout */
-enum { A_H, A_W, A_HO, A_WO, A_SO, A_DIRECT };
+enum { A_H, A_W, A_HO, A_WO, A_SO, A_DIRECT, A_WINO };
 
 /* Clip mode: floats of im2col columns per tile of output frames (bounds the scratch; a tile has
  * at least kt - 1 output frames, so that at temporal stride 1 the frames its taps share are
@@ -271,6 +278,298 @@ enum { CONV_COLS = 512 };
 /* state layout: int64 pos, countdown, started; then the float ring */
 typedef struct conv_state_head { int64_t pos, countdown, started; } conv_state_head;
 
+/* ---- Winograd F(4x4, 3x3) (kernels/winograd.h; docs/kernels.md, "Winograd convolutions") ----
+ * For dense 3x3 spatial kernels at spatial stride 1 (conv_winograd_eligible): each 4x4 tile of
+ * an output frame is A^T [U .* V] A, V = B^T d B of the 6x6 input tile, so the products over
+ * input channels become 36 products, one per tile element e:
+ *     P_e (tiles x kt*cout) = V_e (tiles x cin) x U_e^T (cin x kt*cout, packed at build),
+ * which give every temporal tap at once (U's columns are tap-major like the weights). The
+ * inverse transform adds each tap's tiles into the window that tap feeds (step: the ring, which
+ * stays in the spatial domain, so state, save/restore and finish are unchanged; clip: the
+ * output frame). Work is cut into chunks of tiles (items x positions), each with its own part of
+ * the scratch; the chunks are fixed by the shapes alone, and each output pixel is written by one
+ * chunk per input frame in frame order, so results do not depend on the thread count. */
+enum {
+    CONV_WINO_MIN_CHANNELS = 16,  /* below this cin or cout the products are too thin to pay */
+    /* outputs per tile at least this (the direct method does 9 MACs per output and channel
+     * pair, Winograd 36 per tile): 6 of 16 is a 1.5x gain in multiplies, the least that pays
+     * for the transforms */
+    CONV_WINO_MIN_TILE_OUTPUTS = 6,
+    CONV_WINO_CHUNK_FLOATS = 1 << 18, /* scratch of one chunk (V and P): 1 MiB, L2-sized */
+    CONV_WINO_MIN_TILES = 8,     /* tiles per chunk at least (rows of the packed kernel's tile) */
+    CONV_WINO_MAX_SLICES = 8,    /* parallel slices of the work (fixed: not the thread count) */
+    CONV_WINO_ALIGN_FLOATS = 16, /* slices of the scratch start 64 bytes apart */
+    /* transformed weights (4x the weights: 36 floats per kernel instead of 9) at most 256 MiB
+     * per conv; larger convs keep the direct products rather than quadruple their memory */
+    CONV_WINO_MAX_WEIGHT_FLOATS = 1 << 26
+};
+
+/* Parameters alone: dense 3x3 spatial kernel, stride 1, dilation 1, zero padding, wide enough
+ * (and not so large that the transformed weights would be too). */
+static int conv_winograd_eligible(const conv_params *p)
+{
+    return p->nsd == 2 && p->ks[0] == CO_WINO_KERNEL && p->ks[1] == CO_WINO_KERNEL && p->ss[0] == 1 &&
+           p->ss[1] == 1 && p->ds[0] == 1 && p->ds[1] == 1 && p->groups == 1 && !p->replicate_pad &&
+           p->cin >= CONV_WINO_MIN_CHANNELS && p->cout >= CONV_WINO_MIN_CHANNELS &&
+           CO_WINO_ELEMS * p->kt * p->cout * p->cin <= CONV_WINO_MAX_WEIGHT_FLOATS;
+}
+
+typedef struct wino_geom {
+    int64_t ntx, tpi;        /* tiles per output row, per frame */
+    int64_t pslice, n_pchunks; /* positions (tiles of a frame) per chunk; chunks across a frame */
+    int64_t ipc;             /* items (frames) per chunk */
+    int64_t chunk_tiles;     /* pslice * ipc: most tiles of a chunk */
+    int64_t slice_floats;    /* scratch of one chunk: V then P */
+} wino_geom;
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+static wino_geom wino_geometry(const conv_params *p, const co_oprt *rt)
+{
+    wino_geom g;
+    const int64_t per_tile = CO_WINO_ELEMS * (p->cin + p->kt * p->cout);
+    const int64_t target = max64(CONV_WINO_MIN_TILES, CONV_WINO_CHUNK_FLOATS / per_tile);
+    g.ntx = ceil_div(rt->aux[A_WO], CO_WINO_OUT);
+    g.tpi = ceil_div(rt->aux[A_HO], CO_WINO_OUT) * g.ntx;
+    g.n_pchunks = ceil_div(g.tpi, target);
+    g.pslice = ceil_div(g.tpi, g.n_pchunks); /* even chunks across a frame */
+    g.ipc = max64(1, target / g.pslice);
+    g.chunk_tiles = g.pslice * g.ipc;
+    g.slice_floats = ceil_div(g.chunk_tiles * per_tile, CONV_WINO_ALIGN_FLOATS) * CONV_WINO_ALIGN_FLOATS;
+    return g;
+}
+
+/* Resolved: eligible, and the frame is large enough for the tiles to pay. */
+static int conv_winograd_pays(const conv_params *p, const co_oprt *rt)
+{
+    if (!p->wino) return 0;
+    const wino_geom g = wino_geometry(p, rt);
+    return rt->aux[A_SO] >= CONV_WINO_MIN_TILE_OUTPUTS * g.tpi;
+}
+
+static int64_t wino_slices(int64_t chunks) { return min64(CONV_WINO_MAX_SLICES, chunks); }
+
+/* One Winograd run: items f (frames) from `src` (step: stream f / B, item f % B) or the clip x
+ * (item b * T + t), into the rings / out (step) or the output clip y (clip). */
+typedef struct wino_job {
+    const conv_params *p;
+    const co_oprt *rt;
+    wino_geom g;
+    int clip;
+    int64_t items, n_chunks, n_slices;
+    float *scratch;
+    /* step */
+    int64_t B;
+    const float *const *src;
+    void *const *states;
+    float *const *out;
+    int replicate;
+    /* clip */
+    const float *x;
+    float *y;
+    int64_t T, To;
+} wino_job;
+
+/* Item f's frame (channel 0) and the floats between its channels. */
+static const float *wino_source(const wino_job *job, int64_t f, int64_t *chan_stride)
+{
+    const conv_params *p = job->p;
+    const int64_t S = job->rt->aux[A_H] * job->rt->aux[A_W];
+    if (job->clip) {
+        *chan_stride = job->T * S;
+        return job->x + (f / job->T) * p->cin * job->T * S + (f % job->T) * S;
+    }
+    *chan_stride = S;
+    return job->src[f / job->B] + (f % job->B) * p->cin * S;
+}
+
+/* The frames (channel 0; channels *chan_stride apart) that tap j of item f is added to: d[0..n). */
+static int wino_dests(const wino_job *job, int64_t f, int64_t j, float **d, int64_t *chan_stride)
+{
+    const conv_params *p = job->p;
+    const int64_t kt = p->kt, So = job->rt->aux[A_SO], win = p->cout * So;
+    if (job->clip) {
+        const int64_t t = f % job->T, num = t + p->pt - j;
+        *chan_stride = job->To * So;
+        if (num < 0 || num % p->st) return 0;
+        if (num / p->st >= job->To) return 0;
+        d[0] = job->y + (f / job->T) * p->cout * job->To * So + (num / p->st) * So;
+        return 1;
+    }
+    const int64_t i = f / job->B, b = f % job->B, slot = job->B * win;
+    conv_state_head *h = job->states ? job->states[i] : NULL;
+    float *ring = h ? (float *)(h + 1) : job->out[i];
+    const int64_t pos = h ? h->pos : 0;
+    int n = 0;
+    *chan_stride = So;
+    /* tap j of this frame belongs to the window ending k-1-j steps from now */
+    d[n++] = ring + ((pos + kt - 1 - j) % kt) * slot + b * win;
+    if (job->replicate && !h->started)
+        /* window ending at step m (1..k-1) already holds virtual frames 2-k..0, all equal to x_1:
+         * taps 0..k-1-m of it */
+        for (int64_t m = 1; m <= kt - 1 - j; m++) d[n++] = ring + ((pos + m - 1) % kt) * slot + b * win;
+    return n;
+}
+
+/* Tiles of items [f0, f1) x positions [p0, p1): transform, 36 products, inverse into the dests. */
+static void wino_chunk(const wino_job *job, float *scratch, int64_t f0, int64_t f1, int64_t p0, int64_t p1)
+{
+    const conv_params *p = job->p;
+    const co_oprt *rt = job->rt;
+    const int64_t H = rt->aux[A_H], W = rt->aux[A_W], Ho = rt->aux[A_HO], Wo = rt->aux[A_WO];
+    const int64_t cin = p->cin, cout = p->cout, M = p->kt * cout, np = p1 - p0, n = (f1 - f0) * np;
+    const int64_t ntx = job->g.ntx;
+    float *V = scratch, *P = scratch + CO_WINO_ELEMS * n * cin;
+    float patch[CO_WINO_ELEMS * CO_WINO_LANES], y[CO_WINO_PIXELS * CO_WINO_LANES];
+
+    for (int64_t f = f0; f < f1; f++) {
+        int64_t cs;
+        const float *frame = wino_source(job, f, &cs);
+        for (int64_t q = p0; q < p1; q++) {
+            const int64_t row = (f - f0) * np + (q - p0);
+            const int64_t iy0 = (q / ntx) * CO_WINO_OUT - p->ps[0], ix0 = (q % ntx) * CO_WINO_OUT - p->ps[1];
+            const int64_t a_lo = max64(0, -iy0), a_hi = min64(CO_WINO_IN, H - iy0);
+            const int64_t b_lo = max64(0, -ix0), b_hi = min64(CO_WINO_IN, W - ix0);
+            const int border = a_lo > 0 || b_lo > 0 || a_hi < CO_WINO_IN || b_hi < CO_WINO_IN;
+            for (int64_t c0 = 0; c0 < cin; c0 += CO_WINO_LANES) {
+                const int64_t nl = min64(CO_WINO_LANES, cin - c0);
+                if (border) {
+                    memset(patch, 0, sizeof patch);
+                    for (int64_t l = 0; l < nl; l++) {
+                        const float *plane = frame + (c0 + l) * cs + iy0 * W + ix0;
+                        for (int64_t a = a_lo; a < a_hi; a++)
+                            for (int64_t bb = b_lo; bb < b_hi; bb++)
+                                patch[(a * CO_WINO_IN + bb) * CO_WINO_LANES + l] = plane[a * W + bb];
+                    }
+                } else { /* the whole tile inside: fixed trip counts, unrolled */
+                    for (int64_t l = 0; l < nl; l++) {
+                        const float *plane = frame + (c0 + l) * cs + iy0 * W + ix0;
+                        for (int a = 0; a < CO_WINO_IN; a++)
+                            for (int bb = 0; bb < CO_WINO_IN; bb++)
+                                patch[(a * CO_WINO_IN + bb) * CO_WINO_LANES + l] = plane[a * W + bb];
+                    }
+                }
+                co_wino_input(nl, patch, CO_WINO_LANES, V + row * cin + c0, n * cin);
+            }
+        }
+    }
+    for (int64_t e = 0; e < CO_WINO_ELEMS; e++)
+        co_gemm_packed(n, M, cin, V + e * n * cin, cin, p->wino + e * p->wino_bytes, 0.0f, P + e * n * M, M);
+    for (int64_t f = f0; f < f1; f++)
+        for (int64_t j = 0; j < p->kt; j++) {
+            float *d[64]; /* the builder bounds kt to 64; a tap feeds at most kt windows */
+            int64_t cs;
+            const int nd = wino_dests(job, f, j, d, &cs);
+            if (!nd) continue;
+            for (int64_t q = p0; q < p1; q++) {
+                const int64_t row = (f - f0) * np + (q - p0);
+                const int64_t oy = (q / ntx) * CO_WINO_OUT, ox = (q % ntx) * CO_WINO_OUT;
+                const int64_t hy = min64(CO_WINO_OUT, Ho - oy), wx = min64(CO_WINO_OUT, Wo - ox);
+                for (int64_t c0 = 0; c0 < cout; c0 += CO_WINO_LANES) {
+                    const int64_t nl = min64(CO_WINO_LANES, cout - c0);
+                    if (hy == CO_WINO_OUT && wx == CO_WINO_OUT) { /* a whole tile: added by rows of 4 */
+                        float *o[64];
+                        for (int k = 0; k < nd; k++) o[k] = d[k] + c0 * cs + oy * Wo + ox;
+                        co_wino_output_add(nl, P + row * M + j * cout + c0, n * M, o, nd, cs, Wo);
+                        continue;
+                    }
+                    co_wino_output(nl, P + row * M + j * cout + c0, n * M, y, CO_WINO_LANES);
+                    for (int k = 0; k < nd; k++)
+                        for (int64_t l = 0; l < nl; l++) {
+                            float *o = d[k] + (c0 + l) * cs + oy * Wo + ox;
+                            for (int64_t py = 0; py < hy; py++)
+                                for (int64_t px = 0; px < wx; px++)
+                                    o[py * Wo + px] += y[(py * CO_WINO_OUT + px) * CO_WINO_LANES + l];
+                        }
+                }
+            }
+        }
+}
+
+/* Step: chunk c covers items [ic * ipc, ...) x positions [pc * pslice, ...). */
+static void wino_step_task(void *ctx, int slice)
+{
+    const wino_job *job = ctx;
+    const wino_geom *g = &job->g;
+    float *scratch = job->scratch + slice * g->slice_floats;
+    for (int64_t c = slice; c < job->n_chunks; c += job->n_slices) {
+        const int64_t ic = c / g->n_pchunks, pc = c % g->n_pchunks;
+        wino_chunk(job, scratch, ic * g->ipc, min64(job->items, (ic + 1) * g->ipc), pc * g->pslice,
+                   min64(g->tpi, (pc + 1) * g->pslice));
+    }
+}
+
+/* Clip: slice s takes positions chunks s, s + slices, ... over every frame in order (frames of
+ * one output pixel are then added by one task, in frame order). */
+static void wino_clip_task(void *ctx, int slice)
+{
+    const wino_job *job = ctx;
+    const wino_geom *g = &job->g;
+    float *scratch = job->scratch + slice * g->slice_floats;
+    const int64_t Bn = job->items / job->T;
+    for (int64_t pc = slice; pc < g->n_pchunks; pc += job->n_slices)
+        for (int64_t b = 0; b < Bn; b++)
+            for (int64_t t0 = 0; t0 < job->T; t0 += g->ipc)
+                wino_chunk(job, scratch, b * job->T + t0, b * job->T + min64(job->T, t0 + g->ipc), pc * g->pslice,
+                           min64(g->tpi, (pc + 1) * g->pslice));
+}
+
+/* One slice runs on the calling thread, so that its products may use the pool; more are spread. */
+static void wino_run(wino_job *job, co_pool_task_fn fn)
+{
+    if (job->n_slices == 1)
+        fn(job, 0);
+    else
+        co_pool_run(co_pool_current(), (int)job->n_slices, fn, job);
+}
+
+/* Scratch floats of a step over `items` frames / of the clip. */
+static size_t wino_step_scratch(const conv_params *p, const co_oprt *rt, int64_t items)
+{
+    const wino_geom g = wino_geometry(p, rt);
+    return (size_t)(wino_slices(ceil_div(items, g.ipc) * g.n_pchunks) * g.slice_floats);
+}
+
+static size_t wino_clip_scratch(const conv_params *p, const co_oprt *rt)
+{
+    const wino_geom g = wino_geometry(p, rt);
+    return (size_t)(wino_slices(g.n_pchunks) * g.slice_floats);
+}
+
+/* conv_accumulate for Winograd convs. */
+static void wino_accumulate(const co_op *op, const co_oprt *rt, int64_t n, const float *const *src, void *const *states,
+                            float *const *out, float *scratch)
+{
+    wino_job job = {.p = op->params, .rt = rt, .g = wino_geometry(op->params, rt), .scratch = scratch,
+                    .B = rt->out.d[0], .src = src, .states = states, .out = out,
+                    .replicate = states && op->fill == CO_FILL_REPLICATE};
+    job.items = n * job.B;
+    job.n_chunks = ceil_div(job.items, job.g.ipc) * job.g.n_pchunks;
+    job.n_slices = wino_slices(job.n_chunks);
+    wino_run(&job, wino_step_task);
+}
+
+/* Whole clip onto the bias (already in y). */
+static void wino_clip(const conv_params *p, const co_oprt *rt, int64_t B, int64_t T, int64_t To, const float *x,
+                      float *y, float *scratch)
+{
+    wino_job job = {.p = p, .rt = rt, .g = wino_geometry(p, rt), .clip = 1, .scratch = scratch, .x = x, .y = y,
+                    .T = T, .To = To};
+    job.items = B * T;
+    job.n_slices = wino_slices(job.g.n_pchunks);
+    wino_run(&job, wino_clip_task);
+}
+
+/* At build: U_e = G g G^T of every (tap, output, input) kernel, packed per element. tmp holds
+ * 36 * kt * cout * cin floats (U_e is M x cin at tmp + e * M * cin). */
+static void wino_pack_weights(conv_params *p, float *tmp)
+{
+    const int64_t M = p->kt * p->cout, cin = p->cin, ksp = CO_WINO_KERNEL * CO_WINO_KERNEL;
+    for (int64_t r = 0; r < M; r++)
+        for (int64_t c = 0; c < cin; c++) co_wino_weight(p->w + r * p->kcol + c * ksp, tmp + r * cin + c, M * cin);
+    for (int64_t e = 0; e < CO_WINO_ELEMS; e++) co_gemm_pack_b(1, cin, M, tmp + e * M * cin, cin, p->wino + e * p->wino_bytes);
+}
+
 /* Frames are feature vectors (Conv1d): items are the rows of X, the product is X W^T. */
 static int conv_vector_form(const conv_params *p, const co_oprt *rt)
 {
@@ -284,16 +583,35 @@ static int64_t conv_chunk_items(const co_oprt *rt, int64_t items)
     return c < items ? c : items;
 }
 
+/* Scratch floats of one chunk of items (columns and products), 64-byte multiples. */
+static int64_t conv_chunk_floats(const conv_params *p, const co_oprt *rt, int64_t items)
+{
+    const int64_t ch = conv_chunk_items(rt, items);
+    const int64_t f = conv_vector_form(p, rt) ? ch * (p->cin + p->kt * p->cout)
+                                               : ch * rt->aux[A_SO] * (p->kcol + p->kt * p->cout);
+    return ceil_div(f, CONV_WINO_ALIGN_FLOATS) * CONV_WINO_ALIGN_FLOATS;
+}
+
+/* Parallel slices of a step's chunks: fixed by the shapes (not the thread count), at most
+ * CONV_STEP_MAX_SLICES, and one where a chunk's scratch is large (then its products, large
+ * too, are split by the pool instead). */
+enum { CONV_STEP_MAX_SLICES = 4, CONV_STEP_SLICE_MAX_FLOATS = 1 << 20 };
+
+static int64_t conv_step_slices(const conv_params *p, const co_oprt *rt, int64_t items)
+{
+    if (conv_chunk_floats(p, rt, items) > CONV_STEP_SLICE_MAX_FLOATS) return 1;
+    return min64(CONV_STEP_MAX_SLICES, ceil_div(items, conv_chunk_items(rt, items)));
+}
+
 /* Scratch floats of one step over `items` frames (batch items of all streams). */
 static size_t conv_step_scratch(const conv_params *p, const co_oprt *rt, int64_t items)
 {
-    const int64_t ch = conv_chunk_items(rt, items);
+    if (rt->aux[A_WINO]) return wino_step_scratch(p, rt, items);
     if (conv_depthwise(p, rt)) {
         const dw_geom g = dw_geometry(p, rt);
         return (size_t)dw_plane_floats(&g);
     }
-    if (conv_vector_form(p, rt)) return (size_t)(ch * (p->cin + p->kt * p->cout));
-    return (size_t)(ch * rt->aux[A_SO] * (p->kcol + p->kt * p->cout));
+    return (size_t)(conv_step_slices(p, rt, items) * conv_chunk_floats(p, rt, items));
 }
 
 /* dst (cout x So, contiguous) += rows of P (row c at P + c * ld) */
@@ -310,78 +628,119 @@ static void conv_add_tap(const conv_params *p, int64_t So, float *dst, const flo
     }
 }
 
-/* Adds every tap of the frames of n streams (stream i's B items at src[i]) to their windows:
- * states[i]'s ring at its phase, or (states NULL: k = 1, no ring) out[i]. A stream whose
- * replicate start padding is pending gets the virtual first frames too. Phases are not moved. */
-static void conv_accumulate(const co_op *op, const co_oprt *rt, int64_t n, const float *const *src, void *const *states,
-                            float *const *out, float *scratch)
+typedef struct conv_job {
+    const co_op *op;
+    const co_oprt *rt;
+    int64_t n, items, chunk, n_chunks, n_slices, slice_floats;
+    const float *const *src;
+    void *const *states;
+    float *const *out;
+    float *scratch;
+} conv_job;
+
+/* Items [f0, f0 + nf): columns, one product for all taps, the tap adds. */
+static void conv_accumulate_chunk(const conv_job *job, int64_t f0, int64_t nf, float *scratch)
 {
+    const co_op *op = job->op;
+    const co_oprt *rt = job->rt;
     const conv_params *p = op->params;
+    const float *const *src = job->src;
+    void *const *states = job->states;
     const int64_t B = rt->out.d[0], So = rt->aux[A_SO], S_in = rt->aux[A_H] * rt->aux[A_W];
     const int64_t kt = p->kt, M = kt * p->cout, win = p->cout * So, slot = B * win;
     const int64_t cin_g = p->cin / p->groups, cout_g = p->cout / p->groups, fstride = p->cin * S_in;
-    const int64_t items = n * B, chunk = conv_chunk_items(rt, items);
     const int vec = conv_vector_form(p, rt), direct = (int)rt->aux[A_DIRECT];
     const int replicate = states && op->fill == CO_FILL_REPLICATE;
+    const int64_t N = nf * So;
     float *col = scratch;
-    float *prod = scratch + (vec ? chunk * p->cin : chunk * So * p->kcol);
-    for (int64_t f0 = 0; f0 < items; f0 += chunk) {
-        const int64_t nf = items - f0 < chunk ? items - f0 : chunk, N = nf * So;
-        if (vec) {
-            const float *X = col;
-            if (f0 / B == (f0 + nf - 1) / B) {
-                X = src[f0 / B] + (f0 % B) * fstride; /* one stream's items are already rows */
-            } else {
-                for (int64_t f = 0; f < nf; f++)
-                    memcpy(col + f * p->cin, src[(f0 + f) / B] + ((f0 + f) % B) * fstride, (size_t)p->cin * sizeof(float));
-            }
-            co_gemm_nt(nf, M, p->cin, X, p->cin, p->w, p->kcol, 0.0f, prod, M);
+    float *prod = scratch + (vec ? job->chunk * p->cin : job->chunk * So * p->kcol);
+    if (vec) {
+        const float *X = col;
+        if (f0 / B == (f0 + nf - 1) / B) {
+            X = src[f0 / B] + (f0 % B) * fstride; /* one stream's items are already rows */
         } else {
-            for (int64_t g = 0; g < p->groups; g++) {
-                const float *cm = col;
-                int64_t ldb = N;
-                if (nf == 1 && direct) { /* 1x1 spatial kernel, stride 1, no padding: the frame is the column matrix */
-                    cm = src[f0 / B] + (f0 % B) * fstride + g * cin_g * S_in;
-                    ldb = S_in;
-                } else {
-                    for (int64_t f = 0; f < nf; f++) {
-                        const float *gsrc = src[(f0 + f) / B] + ((f0 + f) % B) * fstride + g * cin_g * S_in;
-                        if (direct)
-                            for (int64_t c = 0; c < cin_g; c++)
-                                memcpy(col + c * N + f * So, gsrc + c * S_in, (size_t)So * sizeof(float));
-                        else
-                            im2col_ld(p, rt, gsrc, S_in, cin_g, col + f * So, N);
-                    }
-                }
-                if (p->groups == 1)
-                    co_gemm_nn(M, N, p->kcol, p->w, p->kcol, cm, ldb, 0.0f, prod, N);
-                else
-                    for (int64_t j = 0; j < kt; j++) {
-                        const int64_t r = j * p->cout + g * cout_g;
-                        co_gemm_nn(cout_g, N, p->kcol, p->w + r * p->kcol, p->kcol, cm, ldb, 0.0f, prod + r * N, N);
-                    }
-            }
+            for (int64_t f = 0; f < nf; f++)
+                memcpy(col + f * p->cin, src[(f0 + f) / B] + ((f0 + f) % B) * fstride, (size_t)p->cin * sizeof(float));
         }
-        /* row r = j * cout + c of item f: at P + r * ld */
-        const int64_t ld = vec ? 1 : N;
-        for (int64_t f = 0; f < nf; f++) {
-            const int64_t i = (f0 + f) / B, b = (f0 + f) % B;
-            conv_state_head *h = states ? states[i] : NULL;
-            float *ring = h ? (float *)(h + 1) : out[i];
-            const int64_t pos = h ? h->pos : 0;
-            const float *P = vec ? prod + f * M : prod + f * So;
-            if (replicate && !h->started)
-                /* window ending at step m (1..k-1) already holds virtual frames 2-k..0, all equal to x_1:
-                 * taps 0..k-1-m of it */
-                for (int64_t m = 1; m < kt; m++) {
-                    float *d = ring + ((pos + m - 1) % kt) * slot + b * win;
-                    for (int64_t j = 0; j <= kt - 1 - m; j++) conv_add_tap(p, So, d, P + j * p->cout * ld, ld);
+        co_gemm_nt(nf, M, p->cin, X, p->cin, p->w, p->kcol, 0.0f, prod, M);
+    } else {
+        for (int64_t g = 0; g < p->groups; g++) {
+            const float *cm = col;
+            int64_t ldb = N;
+            if (nf == 1 && direct) { /* 1x1 spatial kernel, stride 1, no padding: the frame is the column matrix */
+                cm = src[f0 / B] + (f0 % B) * fstride + g * cin_g * S_in;
+                ldb = S_in;
+            } else {
+                for (int64_t f = 0; f < nf; f++) {
+                    const float *gsrc = src[(f0 + f) / B] + ((f0 + f) % B) * fstride + g * cin_g * S_in;
+                    if (direct)
+                        for (int64_t c = 0; c < cin_g; c++)
+                            memcpy(col + c * N + f * So, gsrc + c * S_in, (size_t)So * sizeof(float));
+                    else
+                        im2col_ld(p, rt, gsrc, S_in, cin_g, col + f * So, N);
                 }
-            /* tap j of this frame belongs to the window ending k-1-j steps from now */
-            for (int64_t j = 0; j < kt; j++)
-                conv_add_tap(p, So, ring + ((pos + kt - 1 - j) % kt) * slot + b * win, P + j * p->cout * ld, ld);
+            }
+            if (p->groups == 1)
+                co_gemm_nn(M, N, p->kcol, p->w, p->kcol, cm, ldb, 0.0f, prod, N);
+            else
+                for (int64_t j = 0; j < kt; j++) {
+                    const int64_t r = j * p->cout + g * cout_g;
+                    co_gemm_nn(cout_g, N, p->kcol, p->w + r * p->kcol, p->kcol, cm, ldb, 0.0f, prod + r * N, N);
+                }
         }
     }
+    /* row r = j * cout + c of item f: at P + r * ld */
+    const int64_t ld = vec ? 1 : N;
+    for (int64_t f = 0; f < nf; f++) {
+        const int64_t i = (f0 + f) / B, b = (f0 + f) % B;
+        conv_state_head *h = states ? states[i] : NULL;
+        float *ring = h ? (float *)(h + 1) : job->out[i];
+        const int64_t pos = h ? h->pos : 0;
+        const float *P = vec ? prod + f * M : prod + f * So;
+        if (replicate && !h->started)
+            /* window ending at step m (1..k-1) already holds virtual frames 2-k..0, all equal to x_1:
+             * taps 0..k-1-m of it */
+            for (int64_t m = 1; m < kt; m++) {
+                float *d = ring + ((pos + m - 1) % kt) * slot + b * win;
+                for (int64_t j = 0; j <= kt - 1 - m; j++) conv_add_tap(p, So, d, P + j * p->cout * ld, ld);
+            }
+        /* tap j of this frame belongs to the window ending k-1-j steps from now */
+        for (int64_t j = 0; j < kt; j++)
+            conv_add_tap(p, So, ring + ((pos + kt - 1 - j) % kt) * slot + b * win, P + j * p->cout * ld, ld);
+    }
+}
+
+/* Slice s takes chunks s, s + slices, ... with its own part of the scratch. */
+static void conv_accumulate_task(void *ctx, int slice)
+{
+    const conv_job *job = ctx;
+    float *scratch = job->scratch + slice * job->slice_floats;
+    for (int64_t c = slice; c < job->n_chunks; c += job->n_slices)
+        conv_accumulate_chunk(job, c * job->chunk, min64(job->chunk, job->items - c * job->chunk), scratch);
+}
+
+/* Adds every tap of the frames of n streams (stream i's B items at src[i]) to their windows:
+ * states[i]'s ring at its phase, or (states NULL: k = 1, no ring) out[i]. A stream whose
+ * replicate start padding is pending gets the virtual first frames too. Phases are not moved.
+ * Chunks of items run in parallel slices (conv_step_slices: fixed by the shapes; each item is
+ * written by one chunk), a single slice on the calling thread with its products split. */
+static void conv_accumulate(const co_op *op, const co_oprt *rt, int64_t n, const float *const *src, void *const *states,
+                            float *const *out, float *scratch)
+{
+    if (rt->aux[A_WINO]) {
+        wino_accumulate(op, rt, n, src, states, out, scratch);
+        return;
+    }
+    conv_job job = {.op = op, .rt = rt, .n = n, .items = n * rt->out.d[0], .src = src, .states = states, .out = out,
+                    .scratch = scratch};
+    job.chunk = conv_chunk_items(rt, job.items);
+    job.n_chunks = ceil_div(job.items, job.chunk);
+    job.slice_floats = conv_chunk_floats(op->params, rt, job.items);
+    job.n_slices = conv_step_slices(op->params, rt, job.items);
+    if (job.n_slices == 1)
+        conv_accumulate_task(&job, 0);
+    else
+        co_pool_run(co_pool_current(), (int)job.n_slices, conv_accumulate_task, &job);
 }
 
 /* ---- clip mode: tiles of output frames ---- */
@@ -413,6 +772,7 @@ static int64_t conv_clip_rows(const conv_params *p, const co_oprt *rt)
 
 static size_t conv_clip_scratch(const conv_params *p, const co_oprt *rt, int64_t T, int64_t To)
 {
+    if (rt->aux[A_WINO]) return wino_clip_scratch(p, rt);
     if (conv_depthwise(p, rt)) {
         const dw_geom g = dw_geometry(p, rt);
         return (size_t)(T * dw_plane_floats(&g));
@@ -444,6 +804,7 @@ static co_status conv_resolve(const co_op *op, const co_tshape *in, co_oprt *rt)
     rt->aux[A_H] = sp[0]; rt->aux[A_W] = sp[1]; rt->aux[A_HO] = so[0]; rt->aux[A_WO] = so[1];
     rt->aux[A_SO] = so[0] * so[1];
     rt->aux[A_DIRECT] = p->ks[0] == 1 && p->ks[1] == 1 && p->ss[0] == 1 && p->ss[1] == 1 && p->ps[0] == 0 && p->ps[1] == 0;
+    rt->aux[A_WINO] = conv_winograd_pays(p, rt);
     rt->out = *in;
     rt->out.d[1] = p->cout;
     for (int i = 0; i < p->nsd; i++) rt->out.d[2 + t + i] = so[2 - p->nsd + i];
@@ -654,6 +1015,10 @@ static void conv_clip_gemm(const conv_params *p, const co_oprt *rt, int64_t B, i
         float *o = out + r * ldc;
         for (int64_t i = 0; i < ldc; i++) o[i] = bias;
     }
+    if (rt->aux[A_WINO]) {
+        wino_clip(p, rt, B, T, To, x, out, scratch);
+        return;
+    }
     for (int64_t b = 0; b < B; b++)
         for (int64_t g = 0; g < p->groups; g++) {
             const float *xg = x + (b * p->cin + g * cin_g) * T * S; /* channels T * S apart */
@@ -775,20 +1140,22 @@ co_status co_build_conv(co_builder *b, const cJSON *node, const char *path, int 
     if ((st = co_take_tensor(b, path, "weight", 2 + nd, wshape, 1, &w))) return st;
     if (has_bias && (st = co_take_tensor(b, path, "bias", 1, &cout, 1, &bias))) return st;
     size_t wfloats = (size_t)(k[0] * cout * kcol);
-    conv_params *p = co_alloc(sizeof *p + wfloats * sizeof(float));
-    if (!p) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory for weights", path);
-    memset(p, 0, sizeof *p);
-    p->nsd = nd - 1;
-    p->cin = cin; p->cout = cout; p->groups = groups;
-    p->kt = k[0]; p->st = s[0]; p->pt = pd[0];
-    for (int i = 0; i < 2; i++) { p->ks[i] = 1; p->ss[i] = 1; p->ps[i] = 0; p->ds[i] = 1; }
-    for (int i = 0; i < p->nsd; i++) {
-        int j = 2 - p->nsd + i;
-        p->ks[j] = k[1 + i]; p->ss[j] = s[1 + i]; p->ps[j] = pd[1 + i]; p->ds[j] = dl[1 + i];
+    conv_params q = {0};
+    q.nsd = nd - 1;
+    q.cin = cin; q.cout = cout; q.groups = groups;
+    q.kt = k[0]; q.st = s[0]; q.pt = pd[0];
+    for (int i = 0; i < 2; i++) { q.ks[i] = 1; q.ss[i] = 1; q.ps[i] = 0; q.ds[i] = 1; }
+    for (int i = 0; i < q.nsd; i++) {
+        int j = 2 - q.nsd + i;
+        q.ks[j] = k[1 + i]; q.ss[j] = s[1 + i]; q.ps[j] = pd[1 + i]; q.ds[j] = dl[1 + i];
     }
-    p->replicate_pad = pad_mode == 1;
-    p->kcol = kcol;
-    p->bias = bias;
+    q.replicate_pad = pad_mode == 1;
+    q.kcol = kcol;
+    q.bias = bias;
+    const size_t wino_bytes = conv_winograd_eligible(&q) ? co_gemm_pack_size(cin, k[0] * cout) : 0;
+    conv_params *p = co_alloc(sizeof *p + wfloats * sizeof(float) + CO_WINO_ELEMS * wino_bytes);
+    if (!p) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory for weights", path);
+    *p = q;
     p->w = (float *)(p + 1);
     /* torch (cout, cin/g, kt, *ks) -> per tap (kt, cout, cin/g * ks) */
     const int64_t ksp = kcol / (cin / groups);
@@ -797,6 +1164,17 @@ co_status co_build_conv(co_builder *b, const cJSON *node, const char *path, int 
             for (int64_t j = 0; j < k[0]; j++)
                 memcpy(p->w + (j * cout + o) * kcol + c * ksp, w + ((o * (cin / groups) + c) * k[0] + j) * ksp,
                        (size_t)ksp * sizeof(float));
+    if (wino_bytes) {
+        float *tmp = co_alloc((size_t)(CO_WINO_ELEMS * k[0] * cout * cin) * sizeof(float));
+        if (!tmp) {
+            co_free(p);
+            return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory for weights", path);
+        }
+        p->wino = (unsigned char *)(p->w + wfloats);
+        p->wino_bytes = wino_bytes;
+        wino_pack_weights(p, tmp);
+        co_free(tmp);
+    }
     const int stateless = k[0] == 1 && s[0] == 1 && pd[0] == 0;
     co_op *op = co_emit(b, stateless ? &k_conv_stateless : &k_conv, path, 1, &in, p);
     if (!op) return co_emit_failure(b);

@@ -6,7 +6,7 @@
  * the pool is made before, stepping with it allocates nothing). Also: everything the library
  * allocated is freed again (allocations == frees at the end).
  *
- * usage: test_noalloc [MODEL.safetensors ...]   (plus two models generated here)
+ * usage: test_noalloc [MODEL.safetensors ...]   (plus three models generated here)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,25 +90,47 @@ static void check_model(const char *what, co_model *m, counter *c, int threads)
     free(state);
 }
 
+/* A Conv3d on the Winograd path (conv.c: dense 3x3 spatial kernel, >= 16 channels): its
+ * transforms and products must run in the stream's scratch too. */
+static const char k_winograd_network[] =
+    "{\"type\":\"Conv3d\",\"name\":\"\",\"in_channels\":16,\"out_channels\":16,\"kernel_size\":[3,3,3],"
+    "\"padding\":[1,1,1]}";
+
+static void winograd_spec(tu_spec *s)
+{
+    memset(s, 0, sizeof *s);
+    s->network = k_winograd_network;
+    s->frame_shape = "[16,9,7]";
+    s->weight_scale = 0.05f;
+    s->n = 2;
+    s->t[0] = (tu_tensor){.name = "weight", .ndim = 5, .shape = {16, 16, 3, 3, 3}};
+    s->t[1] = (tu_tensor){.name = "bias", .ndim = 1, .shape = {16}};
+}
+
+enum { GENERATED_MODELS = 3 };
+
 int main(int argc, char **argv)
 {
     counter c = {0, 0, 0};
     co_allocator a = {count_alloc, count_free, &c};
     TU_STATUS(co_set_allocator(&a), CO_OK, "set allocator");
 
-    for (int which = 0; which < 2 + argc - 1; which++) {
+    for (int which = 0; which < GENERATED_MODELS + argc - 1; which++) {
         co_model *m = NULL;
         char what[512];
         c.allocs = c.frees = c.live = 0;
-        if (which < 2) {
+        if (which < GENERATED_MODELS) {
+            static const char *const k_names[GENERATED_MODELS] = {"small", "medium", "Winograd Conv3d"};
             tu_spec s;
             if (which == 0) tu_small_spec(&s);
-            else tu_medium_spec(&s);
-            snprintf(what, sizeof what, "%s model", which == 0 ? "small" : "medium");
+            else if (which == 1) tu_medium_spec(&s);
+            else winograd_spec(&s);
+            snprintf(what, sizeof what, "%s model", k_names[which]);
             m = tu_load_spec(&s);
         } else {
-            snprintf(what, sizeof what, "%s", argv[which - 1]);
-            TU_STATUS(co_model_load(argv[which - 1], &m), CO_OK, what);
+            const char *path = argv[which - GENERATED_MODELS + 1];
+            snprintf(what, sizeof what, "%s", path);
+            TU_STATUS(co_model_load(path, &m), CO_OK, what);
         }
         if (!m) continue;
         TU_CHECK(c.allocs > 0, "%s: the counting allocator saw no allocation (hook not used?)", what);

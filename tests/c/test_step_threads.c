@@ -168,6 +168,30 @@ static void conv3d_spec(tu_spec *s)
     s->t[3] = (tu_tensor){.name = "2.bias", .ndim = 1, .shape = {32}};
 }
 
+/* Both convs take the Winograd path (conv.c: dense 3x3 spatial kernels, >= 16 channels): tile
+ * tails (9 x 13 frames, asymmetric padding), a temporal stride, kt 2 and 3; at batch 8 the step
+ * is cut into several chunks of tiles run as parallel slices. */
+static const char k_winograd_network[] =
+    "{\"type\":\"Sequential\",\"name\":\"\",\"children\":["
+    "{\"type\":\"Conv3d\",\"name\":\"0\",\"in_channels\":16,\"out_channels\":32,\"kernel_size\":[2,3,3],"
+    "\"stride\":[2,1,1],\"padding\":[1,2,0]},"
+    "{\"type\":\"ReLU\",\"name\":\"1\"},"
+    "{\"type\":\"Conv3d\",\"name\":\"2\",\"in_channels\":32,\"out_channels\":24,\"kernel_size\":[3,3,3],"
+    "\"padding\":[1,1,1]}]}";
+
+static void winograd_spec(tu_spec *s)
+{
+    memset(s, 0, sizeof *s);
+    s->network = k_winograd_network;
+    s->frame_shape = "[16,9,13]";
+    s->weight_scale = 0.05f;
+    s->n = 4;
+    s->t[0] = (tu_tensor){.name = "0.weight", .ndim = 5, .shape = {32, 16, 2, 3, 3}};
+    s->t[1] = (tu_tensor){.name = "0.bias", .ndim = 1, .shape = {32}};
+    s->t[2] = (tu_tensor){.name = "2.weight", .ndim = 5, .shape = {24, 32, 3, 3, 3}};
+    s->t[3] = (tu_tensor){.name = "2.bias", .ndim = 1, .shape = {24}};
+}
+
 static const char k_conv1d_network[] =
     "{\"type\":\"Sequential\",\"name\":\"\",\"children\":["
     "{\"type\":\"Conv1d\",\"name\":\"0\",\"in_channels\":64,\"out_channels\":128,\"kernel_size\":[5],"
@@ -395,6 +419,11 @@ int main(int argc, char **argv)
     conv3d_spec(&spec);
     if ((m = tu_load_spec(&spec))) {
         check_model("Conv3d stack", m, 8);
+        co_model_free(m);
+    }
+    winograd_spec(&spec);
+    if ((m = tu_load_spec(&spec))) {
+        check_model("Winograd Conv3d stack", m, 8);
         co_model_free(m);
     }
     conv1d_spec(&spec);
