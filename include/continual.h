@@ -131,7 +131,16 @@ typedef struct co_load_options {
      * bytes; 0: CO_DEFAULT_MAX_ARENA_BYTES. co_stream_create refuses a bigger one with
      * CO_ERR_SHAPE naming both sizes, so a file's frame shape cannot make it allocate any size. */
     size_t max_arena_bytes;
+    /* CO_LOAD_* bits (0: the defaults). An unknown bit is CO_ERR_INVALID_ARGUMENT. */
+    unsigned flags;
 } co_load_options;
+/* Convolutions by the direct method only. By default a dense 3x3 spatial convolution (stride 1,
+ * dilation 1, groups 1, zero padding, >= 16 channels in and out) uses Winograd F(4x4, 3x3): about
+ * 4x fewer multiplies, at a rounding error that grows with the input channels (relative to the
+ * largest output, against a float64 convolution: ~5e-6 at 64 channels, ~1.3e-5 at 512, where
+ * torch.nn's direct float32 convolution gives ~5e-7). This flag keeps torch's rounding. */
+#define CO_LOAD_DIRECT_CONV 1u
+#define CO_LOAD_KNOWN_FLAGS CO_LOAD_DIRECT_CONV
 #define CO_DEFAULT_MAX_ARENA_BYTES ((size_t)4 << 30)
 /* As co_model_load / co_model_load_memory with options (NULL: none); same statuses. */
 CO_API co_status co_model_load_ex(const char *path, const co_load_options *options, co_model **out);

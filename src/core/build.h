@@ -151,6 +151,9 @@ typedef struct co_subplan {
 co_status co_build_subplan(co_builder *b, const cJSON *child, const char *path, co_subplan **out, co_props *props);
 void co_subplan_free(co_subplan *sp);
 
+/* The CO_LOAD_* flags of the load (co_load_options.flags; 0 without options). */
+unsigned co_load_flags(const co_builder *b);
+
 /* A callback given at load (co_load_options), by name; NULL if absent. */
 const co_callback *co_find_callback(const co_builder *b, const char *name);
 

@@ -381,6 +381,8 @@ const co_callback *co_find_callback(const co_builder *b, const char *name)
     return NULL;
 }
 
+unsigned co_load_flags(const co_builder *b) { return b->options ? b->options->flags : 0u; }
+
 /* ---- ops ---- */
 /* Frees params the way the op would have (on a failed emit). */
 static void drop_params(const co_op_class *cls, void *params)

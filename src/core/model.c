@@ -153,10 +153,21 @@ co_status co_model_load_memory(const void *data, size_t size, co_model **out)
     return co_model_load_memory_ex(data, size, NULL, out);
 }
 
+/* Options a load cannot honour are refused before any work (a flag of a newer library). */
+static co_status check_load_options(const co_load_options *options)
+{
+    if (options && (options->flags & ~CO_LOAD_KNOWN_FLAGS))
+        return co_error(CO_ERR_INVALID_ARGUMENT, "co_load_options.flags: unknown bits 0x%x (known: 0x%x, CO_LOAD_*)",
+                        options->flags & ~CO_LOAD_KNOWN_FLAGS, CO_LOAD_KNOWN_FLAGS);
+    return CO_OK;
+}
+
 co_status co_model_load_memory_ex(const void *data, size_t size, const co_load_options *options, co_model **out)
 {
     if (out) *out = NULL;
     if (!data || !out) return co_error(CO_ERR_INVALID_ARGUMENT, "co_model_load_memory: NULL argument");
+    co_status bad = check_load_options(options);
+    if (bad) return bad;
     const uint16_t probe = 1;
     if (*(const uint8_t *)&probe != 1) return co_error(CO_ERR_UNSUPPORTED, "big-endian hosts are not supported");
     co_clear_error();
@@ -200,6 +211,8 @@ co_status co_model_load_ex(const char *path, const co_load_options *options, co_
 {
     if (out) *out = NULL;
     if (!path || !out) return co_error(CO_ERR_INVALID_ARGUMENT, "co_model_load: NULL argument");
+    co_status bad = check_load_options(options);
+    if (bad) return bad;
     /* O_NONBLOCK: opening a FIFO with no writer must not hang; fstat then refuses anything that
      * is not a regular file (FIFOs, directories, devices such as /dev/zero) before reading. */
     const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);

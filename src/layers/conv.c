@@ -1152,7 +1152,8 @@ co_status co_build_conv(co_builder *b, const cJSON *node, const char *path, int 
     q.replicate_pad = pad_mode == 1;
     q.kcol = kcol;
     q.bias = bias;
-    const size_t wino_bytes = conv_winograd_eligible(&q) ? co_gemm_pack_size(cin, k[0] * cout) : 0;
+    const int winograd = conv_winograd_eligible(&q) && !(co_load_flags(b) & CO_LOAD_DIRECT_CONV);
+    const size_t wino_bytes = winograd ? co_gemm_pack_size(cin, k[0] * cout) : 0;
     conv_params *p = co_alloc(sizeof *p + wfloats * sizeof(float) + CO_WINO_ELEMS * wino_bytes);
     if (!p) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory for weights", path);
     *p = q;

@@ -148,3 +148,46 @@ def test_just_outside_winograd(tmp_path, cfg):
     x = torch.randn(2, cin, 7, 11, 9)
     model = export_load(conv, tmp_path, input_shape=(cin, 11, 9))
     check_modes(model, x, torch_forward(conv, x))
+
+
+def test_direct_conv_flag(tmp_path):
+    """load(winograd=False) (CO_LOAD_DIRECT_CONV) runs the same conv by the direct method: closer
+    to a float64 convolution than the Winograd path (whose rounding grows with the input
+    channels), in steps and forward; an unknown flag bit is refused at load."""
+    seed(22)
+    conv = nn.Conv3d(128, 64, (3, 3, 3), padding=(1, 1, 1))
+    x = torch.randn(2, 128, 6, 12, 12)
+    path = str(tmp_path / "conv.safetensors")
+    continual_c.export(conv, path, input_shape=(128, 12, 12))
+    with torch.no_grad():
+        ref64 = nn.functional.conv3d(x.double(), conv.weight.double(), conv.bias.double(), padding=1).numpy()
+    scale = float(np.abs(ref64).max())
+    fast, direct = continual_c.load(path), continual_c.load(path, winograd=False)
+    err_fast = float(np.abs(fast.forward(to_np(x)) - ref64).max()) / scale
+    err_direct = float(np.abs(direct.forward(to_np(x)) - ref64).max()) / scale
+    print("relative error vs float64: winograd %.3g, direct %.3g" % (err_fast, err_direct))
+    assert err_fast < 3e-5
+    assert err_direct < 2e-6
+    assert err_direct < err_fast  # the flag did change the algorithm
+    check_modes(direct, x, torch_forward(conv, x))
+    with open(path, "rb") as f:
+        mem = continual_c.load_memory(f.read(), winograd=False)
+    np.testing.assert_array_equal(mem.forward(to_np(x)), direct.forward(to_np(x)))
+    with pytest.raises(TypeError):
+        continual_c.load(path, winograd="no")
+
+
+def test_unknown_load_flag(tmp_path):
+    import ctypes
+
+    from continual_c import _binding
+
+    path = str(tmp_path / "conv.safetensors")
+    continual_c.export(nn.Conv3d(16, 16, 3), path, input_shape=(16, 8, 8))
+    lib = _binding.library()
+    opts = _binding._LoadOptions()
+    opts.flags = 0x80
+    h = ctypes.c_void_p()
+    st = lib.co_model_load_ex(path.encode(), ctypes.byref(opts), ctypes.byref(h))
+    assert st != 0 and not h.value
+    assert b"unknown bits 0x80" in lib.co_last_error()
