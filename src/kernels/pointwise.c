@@ -188,8 +188,8 @@ void co_softmax_run(co_softmax_kind kind, int64_t outer, int64_t D, int64_t inne
     }
 }
 
-void co_channel_affine(int64_t outer, int64_t C, int64_t inner, const float *scale, const float *shift,
-                       const float *x, float *y)
+void co_channel_affine_act(int64_t outer, int64_t C, int64_t inner, const float *scale, const float *shift,
+                           const co_pointwise *act, const float *x, float *y)
 {
     for (int64_t o = 0; o < outer; o++)
         for (int64_t c = 0; c < C; c++) {
@@ -197,7 +197,14 @@ void co_channel_affine(int64_t outer, int64_t C, int64_t inner, const float *sca
             const float *xr = x + (o * C + c) * inner;
             float *yr = y + (o * C + c) * inner;
             for (int64_t i = 0; i < inner; i++) yr[i] = xr[i] * s + t;
+            if (act) co_pointwise_run(act, yr, yr, inner); /* the row is still in cache */
         }
+}
+
+void co_channel_affine(int64_t outer, int64_t C, int64_t inner, const float *scale, const float *shift,
+                       const float *x, float *y)
+{
+    co_channel_affine_act(outer, C, inner, scale, shift, NULL, x, y);
 }
 
 /* Statistics in double (two passes), rstd = 1 / sqrt(var + eps) as in ATen; then one scale

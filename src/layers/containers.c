@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/build.h"
+#include "core/fuse.h"
 
 co_status co_build_sequential(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
@@ -40,7 +41,15 @@ co_status co_build_sequential(co_builder *b, const cJSON *node, const char *path
 
 /* ---- reduction of branches ---- */
 enum reduce_kind { R_SUM, R_MUL, R_MAX, R_CONCAT, R_SUM_LAST };
-typedef struct reduce_params { int kind; } reduce_params;
+typedef struct reduce_params {
+    int kind;
+    int has_act;      /* an activation fused into the output pass (src/core/fuse.c) */
+    co_pointwise act;
+} reduce_params;
+
+/* Same-shape inputs are combined in blocks of REDUCE_BLOCK floats (in L1), each block written
+ * once: combined, then activated. */
+enum { REDUCE_BLOCK = 2048 };
 
 /* Broadcast shapes (sum/mul/max, numpy rules over every dim incl. batch and time) or
  * concatenate channels. aux[0] = 1 when every input already has the output shape. */
@@ -121,10 +130,11 @@ static int64_t bcast_index(const co_tshape *o, int64_t code, int64_t idx)
     return src;
 }
 
-static void reduce_run(const co_op *op, const co_oprt *rt, const float *const *in, float *out)
+static void reduce_combine(const co_op *op, const co_oprt *rt, const float *const *in, float *out)
 {
     const reduce_params *p = op->params;
     const int64_t n = co_tshape_numel(&rt->out);
+    (void)p;
     if (rt->aux[0] == 2) { /* sum_last_pairs on clips: inputs cropped to their last T frames */
         const int64_t rows = rt->out.d[0] * rt->out.d[1], T = rt->out.d[2], S = n / (rows * T);
         for (int64_t r = 0; r < rows; r++)
@@ -148,14 +158,19 @@ static void reduce_run(const co_op *op, const co_oprt *rt, const float *const *i
         return;
     }
     if (rt->aux[0]) {
-        memcpy(out, in[0], (size_t)n * sizeof(float));
-        for (int k = 1; k < op->n_in; k++) {
-            const float *x = in[k];
-            switch (p->kind) {
-            case R_MUL: for (int64_t i = 0; i < n; i++) out[i] *= x[i]; break;
-            case R_MAX: for (int64_t i = 0; i < n; i++) out[i] = combine(R_MAX, out[i], x[i]); break;
-            default: for (int64_t i = 0; i < n; i++) out[i] += x[i]; break;
+        for (int64_t b0 = 0; b0 < n; b0 += REDUCE_BLOCK) {
+            const int64_t nb = n - b0 < REDUCE_BLOCK ? n - b0 : REDUCE_BLOCK;
+            float *y = out + b0;
+            memcpy(y, in[0] + b0, (size_t)nb * sizeof(float));
+            for (int k = 1; k < op->n_in; k++) {
+                const float *x = in[k] + b0;
+                switch (p->kind) {
+                case R_MUL: for (int64_t i = 0; i < nb; i++) y[i] *= x[i]; break;
+                case R_MAX: for (int64_t i = 0; i < nb; i++) y[i] = combine(R_MAX, y[i], x[i]); break;
+                default: for (int64_t i = 0; i < nb; i++) y[i] += x[i]; break;
+                }
             }
+            if (p->has_act) co_pointwise_run(&p->act, y, y, nb);
         }
         return;
     }
@@ -188,7 +203,16 @@ static void reduce_run(const co_op *op, const co_oprt *rt, const float *const *i
             default: for (int64_t i = 0; i < run; i++) y[i] += x[i * step]; break;
             }
         }
+        if (p->has_act) co_pointwise_run(&p->act, y, y, run);
     }
+}
+
+/* The reduction, then the fused activation where reduce_combine did not apply it on the way. */
+static void reduce_run(const co_op *op, const co_oprt *rt, const float *const *in, float *out)
+{
+    const reduce_params *p = op->params;
+    reduce_combine(op, rt, in, out);
+    if (p->has_act && (rt->aux[0] == 2 || p->kind == R_CONCAT)) co_pointwise_run(&p->act, out, out, co_tshape_numel(&rt->out));
 }
 
 static int reduce_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
@@ -198,6 +222,16 @@ static int reduce_step(const co_op *op, const co_oprt *rt, void *state, const fl
 }
 
 static const co_op_class k_reduce = {"reduce", reduce_resolve, NULL, NULL, reduce_step, NULL, NULL};
+
+int co_reduce_fuse_pointwise(co_op *op, const co_pointwise *act)
+{
+    if (op->cls != &k_reduce) return 0;
+    reduce_params *p = op->params;
+    if (p->has_act) return 0;
+    p->has_act = 1;
+    p->act = *act;
+    return 1;
+}
 
 co_status co_build_broadcast_reduce(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "core/build.h"
+#include "core/fuse.h"
 #include "kernels/conv_dw.h"
 #include "kernels/gemm.h"
 #include "kernels/threadpool.h"
@@ -31,8 +32,10 @@ typedef struct conv_params {
     int64_t ks[2], ss[2], ps[2], ds[2]; /* spatial; unused dims are 1/1/0/1 */
     int replicate_pad;       /* padding_mode == replicate (spatial, and temporal in clip mode) */
     int64_t kcol;            /* (cin/groups) * ks[0] * ks[1]: GEMM inner size */
-    const float *bias;       /* model-owned, or NULL */
+    const float *bias;       /* model-owned, or NULL; after folding a BatchNorm, just past w */
     float *w;                /* [kt][cout][kcol], points just past this struct */
+    int has_act;             /* an activation fused into the output pass (src/core/fuse.c) */
+    co_pointwise act;
 } conv_params;
 
 /* rt->aux layout */
@@ -590,6 +593,7 @@ static int conv_finish(const co_op *op, const co_oprt *rt, void *state, float *o
                 const float *s = done + b * win + c * So;
                 float *o = out + b * win + c * So;
                 for (int64_t i = 0; i < So; i++) o[i] = s[i] + bias;
+                if (p->has_act) co_pointwise_run(&p->act, o, o, So);
             }
     }
     memset(done, 0, (size_t)slot * sizeof(float));
@@ -647,6 +651,12 @@ static void conv_step_multi(const co_op *op, const co_oprt *rt, int n, void *con
     for (int i = 0; i < n; i++) produced[i] = conv_finish(op, rt, states[i], out[i]);
 }
 
+/* The fused activation, if any, over n outputs. */
+static void conv_activate(const conv_params *p, float *out, int64_t n)
+{
+    if (p->has_act) co_pointwise_run(&p->act, out, out, n);
+}
+
 static void conv_add_bias(const conv_params *p, int64_t B, int64_t So, float *out)
 {
     const int64_t win = p->cout * So;
@@ -671,6 +681,7 @@ static int conv_step_stateless(const co_op *op, const co_oprt *rt, void *state, 
         conv_accumulate(op, rt, 1, in, NULL, &out, scratch);
     }
     conv_add_bias(p, B, So, out);
+    conv_activate(p, out, B * win);
     return 1;
 }
 
@@ -687,6 +698,7 @@ static void conv_step_multi_stateless(const co_op *op, const co_oprt *rt, int n,
     conv_accumulate(op, rt, n, in, NULL, out, scratch);
     for (int i = 0; i < n; i++) {
         conv_add_bias(p, B, So, out[i]);
+        conv_activate(p, out[i], B * win);
         produced[i] = 1;
     }
 }
@@ -800,6 +812,7 @@ static co_status conv_clip(const co_op *op, const co_oprt *rt, const co_tshape *
         conv_clip_depthwise(p, rt, B, T, To, in[0], out, scratch);
     else
         conv_clip_gemm(p, rt, B, T, To, in[0], out, scratch);
+    conv_activate(p, out, co_tshape_numel(&rt->out));
     return CO_OK;
 }
 
@@ -892,3 +905,39 @@ static const co_module_reg k_conv_modules[] = {
     {"Conv3d", co_build_conv, 0},
 };
 CO_MODULE_LIST(co_conv_modules, k_conv_modules)
+
+/* ---- fusion hooks (src/core/fuse.h) ---- */
+
+int co_conv_fold_affine(co_op *op, int clip_rank, int64_t channels, const float *scale, const float *shift)
+{
+    if (op->cls != &k_conv && op->cls != &k_conv_stateless) return 0;
+    const conv_params *p = op->params;
+    if (p->has_act || channels != p->cout || clip_rank != p->nsd + 3) return 0;
+    const int64_t wfloats = p->kt * p->cout * p->kcol;
+    conv_params *q = co_alloc(sizeof *q + (size_t)(wfloats + p->cout) * sizeof(float));
+    if (!q) return -1;
+    *q = *p;
+    q->w = (float *)(q + 1);
+    float *bias = q->w + wfloats;
+    for (int64_t j = 0; j < p->kt; j++)
+        for (int64_t c = 0; c < p->cout; c++) {
+            const float *src = p->w + (j * p->cout + c) * p->kcol;
+            float *dst = q->w + (j * p->cout + c) * p->kcol;
+            for (int64_t i = 0; i < p->kcol; i++) dst[i] = src[i] * scale[c];
+        }
+    for (int64_t c = 0; c < p->cout; c++) bias[c] = (p->bias ? p->bias[c] : 0.0f) * scale[c] + shift[c];
+    q->bias = bias;
+    co_free(op->params);
+    op->params = q;
+    return 1;
+}
+
+int co_conv_fuse_pointwise(co_op *op, const co_pointwise *act)
+{
+    if (op->cls != &k_conv && op->cls != &k_conv_stateless) return 0;
+    conv_params *p = op->params;
+    if (p->has_act) return 0;
+    p->has_act = 1;
+    p->act = *act;
+    return 1;
+}

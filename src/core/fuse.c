@@ -1,0 +1,74 @@
+/*
+ * fuse.c — folds BatchNorm and activation ops into their producers (what and why: fuse.h).
+ * Runs once per model load over the finished plan: an op whose only reader is a foldable op
+ * absorbs it, repeatedly (conv -> BatchNorm -> ReLU becomes one conv).
+ */
+#include "core/fuse.h"
+
+#include <string.h>
+
+#include "core/model.h"
+
+/* Readers of value v: ops that read it, plus 1 for the network output. */
+static int readers(const co_model *m, int v, int *only)
+{
+    int n = v == m->out_value;
+    for (int i = 0; i < m->n_ops; i++)
+        for (int k = 0; k < m->ops[i].n_in; k++)
+            if (m->ops[i].in[k] == v) {
+                n++;
+                *only = i;
+            }
+    return n;
+}
+
+/* Folds `reader` into `producer` if it can: 1 done, 0 not, -1 out of memory. */
+static int fold_into(co_op *producer, const co_op *reader)
+{
+    int clip_rank;
+    int64_t channels;
+    const float *scale, *shift;
+    co_pointwise act;
+    if (co_affine_coefs(reader, &clip_rank, &channels, &scale, &shift))
+        return co_conv_fold_affine(producer, clip_rank, channels, scale, shift);
+    if (co_op_pointwise(reader, &act))
+        return co_conv_fuse_pointwise(producer, &act) || co_affine_fuse_pointwise(producer, &act) ||
+               co_reduce_fuse_pointwise(producer, &act);
+    return 0;
+}
+
+/* Removes ops[j] (folded into the producer of its input `into`): its readers read `into`. */
+static void drop_op(co_model *m, int j, int into)
+{
+    co_op *op = &m->ops[j];
+    const int v = op->out;
+    for (int i = 0; i < m->n_ops; i++)
+        for (int k = 0; k < m->ops[i].n_in; k++)
+            if (m->ops[i].in[k] == v) m->ops[i].in[k] = into;
+    if (m->out_value == v) m->out_value = into;
+    if (op->cls->destroy)
+        op->cls->destroy(op);
+    else
+        co_free(op->params);
+    co_free(op->path);
+    memmove(op, op + 1, (size_t)(m->n_ops - j - 1) * sizeof *op);
+    m->n_ops--;
+}
+
+co_status co_fuse_plan(co_model *m)
+{
+    for (int i = 0; i < m->n_ops; i++)
+        for (;;) {
+            co_op *op = &m->ops[i];
+            int j = -1;
+            if (readers(m, op->out, &j) != 1 || j < 0) break;
+            const co_op *rd = &m->ops[j];
+            /* a plain one-input op of the same stream: runs exactly when its producer emits */
+            if (rd->n_in != 1 || rd->any_of || rd->end_pad || rd->lost_out != op->lost_out) break;
+            const int r = fold_into(op, rd);
+            if (r < 0) return co_error(CO_ERR_OUT_OF_MEMORY, "out of memory folding %s into %s", rd->path, op->path);
+            if (r == 0) break;
+            drop_op(m, j, op->out);
+        }
+    return CO_OK;
+}
