@@ -10,6 +10,21 @@
 #include <string.h>
 
 #include "kernels/pointwise.h"
+#include "kernels/threadpool.h"
+
+/* Passes over at least PW_PARALLEL_MIN floats run on the current pool (co_pool_current), in
+ * fixed chunks of PW_TASK_FLOATS (whatever the thread count, so every element is computed by the
+ * same code: bit-identical results); smaller ones stay on the calling thread, where a hand-off
+ * would cost more than the pass (docs/kernels.md, "Depthwise steps, fusion and the element-wise
+ * passes"). */
+enum { PW_TASK_FLOATS = 1 << 14, PW_PARALLEL_MIN = 1 << 15 };
+
+/* Tasks for a pass over n floats in the caller's pool (0: run it here). */
+static int pw_tasks(int64_t n, co_pool **pool)
+{
+    if (n < PW_PARALLEL_MIN || !(*pool = co_pool_current())) return 0;
+    return (int)((n + PW_TASK_FLOATS - 1) / PW_TASK_FLOATS);
+}
 
 /* relu6 written as ATen's std::min/std::max, so that NaN passes through */
 static inline float relu6f(float v)
@@ -18,7 +33,7 @@ static inline float relu6f(float v)
     return 6.0f < v ? 6.0f : v;
 }
 
-void co_pointwise_run(const co_pointwise *p, const float *x, float *y, int64_t n)
+static void pointwise_serial(const co_pointwise *p, const float *x, float *y, int64_t n)
 {
     const float a = p->a, b = p->b, c = p->c;
     switch (p->kind) {
@@ -148,6 +163,32 @@ void co_pointwise_run(const co_pointwise *p, const float *x, float *y, int64_t n
     }
 }
 
+typedef struct pw_job {
+    const co_pointwise *p;
+    const float *x;
+    float *y;
+    int64_t n;
+} pw_job;
+
+static void pw_task(void *ctx, int task)
+{
+    const pw_job *jb = ctx;
+    const int64_t lo = (int64_t)task * PW_TASK_FLOATS, len = jb->n - lo < PW_TASK_FLOATS ? jb->n - lo : PW_TASK_FLOATS;
+    pointwise_serial(jb->p, jb->x + lo, jb->y + lo, len);
+}
+
+void co_pointwise_run(const co_pointwise *p, const float *x, float *y, int64_t n)
+{
+    co_pool *pool = NULL;
+    const int tasks = p->kind == CO_PW_IDENTITY ? 0 : pw_tasks(n, &pool); /* identity: one memmove */
+    if (tasks > 1) {
+        pw_job jb = {p, x, y, n};
+        co_pool_run(pool, tasks, pw_task, &jb);
+        return;
+    }
+    pointwise_serial(p, x, y, n);
+}
+
 /* Softmax over D with stride `inner`: the max and the sum run over whole rows of `inner`
  * floats at a time, so the memory walk stays contiguous whatever the axis. x == y works: each
  * element is read before it is written. */
@@ -188,17 +229,46 @@ void co_softmax_run(co_softmax_kind kind, int64_t outer, int64_t D, int64_t inne
     }
 }
 
+static void affine_rows(int64_t r0, int64_t r1, int64_t C, int64_t inner, const float *scale, const float *shift,
+                        const co_pointwise *act, const float *x, float *y)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const float s = scale[r % C], t = shift[r % C];
+        const float *xr = x + r * inner;
+        float *yr = y + r * inner;
+        for (int64_t i = 0; i < inner; i++) yr[i] = xr[i] * s + t;
+        if (act) pointwise_serial(act, yr, yr, inner); /* the row is still in cache */
+    }
+}
+
+typedef struct affine_job {
+    int64_t rows, per_task, C, inner;
+    const float *scale, *shift, *x;
+    const co_pointwise *act;
+    float *y;
+} affine_job;
+
+static void affine_task(void *ctx, int task)
+{
+    const affine_job *jb = ctx;
+    const int64_t r0 = task * jb->per_task, r1 = r0 + jb->per_task < jb->rows ? r0 + jb->per_task : jb->rows;
+    affine_rows(r0, r1, jb->C, jb->inner, jb->scale, jb->shift, jb->act, jb->x, jb->y);
+}
+
 void co_channel_affine_act(int64_t outer, int64_t C, int64_t inner, const float *scale, const float *shift,
                            const co_pointwise *act, const float *x, float *y)
 {
-    for (int64_t o = 0; o < outer; o++)
-        for (int64_t c = 0; c < C; c++) {
-            const float s = scale[c], t = shift[c];
-            const float *xr = x + (o * C + c) * inner;
-            float *yr = y + (o * C + c) * inner;
-            for (int64_t i = 0; i < inner; i++) yr[i] = xr[i] * s + t;
-            if (act) co_pointwise_run(act, yr, yr, inner); /* the row is still in cache */
-        }
+    co_pool *pool = NULL;
+    const int64_t rows = outer * C;
+    const int tasks = pw_tasks(rows * inner, &pool);
+    if (tasks > 1 && rows > 1) {
+        /* whole rows per task, about PW_TASK_FLOATS each */
+        const int64_t per_task = (rows + tasks - 1) / tasks;
+        affine_job jb = {rows, per_task, C, inner, scale, shift, x, act, y};
+        co_pool_run(pool, (int)((rows + per_task - 1) / per_task), affine_task, &jb);
+        return;
+    }
+    affine_rows(0, rows, C, inner, scale, shift, act, x, y);
 }
 
 void co_channel_affine(int64_t outer, int64_t C, int64_t inner, const float *scale, const float *shift,
