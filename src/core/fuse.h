@@ -10,7 +10,8 @@
  *   conv, BatchNorm or reduction of branches -> element-wise activation (ReLU, Sigmoid, ...): the activation is applied
  *       by the producer to each output row as it writes it. Exact (the same formula on the same
  *       values).
- * The folded op leaves the plan; its readers read the producer's value.
+ * The folded op stays in the plan as kind "folded" (no MACs, no state, runs nothing), so the
+ * plan still lists every module; its readers read the producer's value.
  */
 #ifndef CO_FUSE_H
 #define CO_FUSE_H

@@ -1,19 +1,37 @@
 """Folding at load (src/core/fuse.c): an eval BatchNorm into the conv before it, an element-wise
 activation into the conv, BatchNorm or residual sum that produces its input. Each network is
 checked against torch in every mode (forward, steps, forward_steps with and without end padding,
-peeks, save/restore: helpers.check_modes), and the plan's op count says what was folded — and,
-where the conv's (or the norm's) output has a second reader, that nothing was."""
+peeks, save/restore: helpers.check_modes), and the plan (`continual info --ops`) says what was
+folded — and, where the conv's (or the norm's) output has a second reader, that nothing was."""
+import os
+import subprocess
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from co_helpers import randomise_norms
+import continual_c
 from helpers import check_modes, export_load, seed, torch_forward
 
 co = pytest.importorskip("continual")
 
-# (name, network, frame shape, ops in the plan after folding)
+def live_ops(path, batch, shape):
+    """Kinds of the plan's ops that run (`continual info --ops`), the folded ones aside, and the
+    number of folded ones."""
+    cli = os.path.join(os.path.dirname(continual_c.library_path()), "continual")
+    if not os.path.exists(cli):
+        pytest.skip("the continual command is not built next to the library")
+    out = subprocess.run([cli, "info", path, "--ops", "--batch", str(batch), "--frame-shape",
+                          ",".join(str(d) for d in shape)], check=True, capture_output=True, text=True).stdout
+    lines = out.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.split()[:2] == ["op", "kind"])  # the plan table
+    kinds = [ln.split()[1] for ln in lines[start + 1:] if ln.split() and ln.split()[0].isdigit()]
+    return [k for k in kinds if k != "folded"], kinds.count("folded")
+
+
+# (name, network, frame shape, ops in the plan that run after folding)
 CASES = [
     ("conv3d_bn_relu", lambda: co.Sequential(co.Conv3d(4, 6, 3, padding=1), nn.BatchNorm3d(6), nn.ReLU()),
      (4, 7, 9), 1),
@@ -54,7 +72,9 @@ def test_fold_matches_torch(tmp_path, name, make, shape, n_ops):
     net = randomise_norms(make()).eval()
     x = torch.randn(2, shape[0], 8, *shape[1:])
     model = export_load(net, tmp_path, input_shape=shape)
-    assert model.plan_info(2, shape)["num_ops"] == n_ops
+    live, folded = live_ops(str(tmp_path / "model.safetensors"), 2, shape)
+    assert len(live) == n_ops, live
+    assert model.plan_info(2, shape)["num_ops"] == n_ops + folded  # folded ops stay listed
     check_modes(model, x, torch_forward(net, x))
 
 
@@ -85,7 +105,7 @@ def test_fold_with_replicate_temporal_fill(tmp_path):
     x = torch.randn(2, 3, 7, 6, 6).numpy()
     fused = export_load(net, tmp_path, input_shape=(3, 6, 6), name="fused.safetensors")
     alone = export_load(co.Sequential(conv).eval(), tmp_path, input_shape=(3, 6, 6), name="alone.safetensors")
-    assert fused.plan_info(2, (3, 6, 6))["num_ops"] == 1
+    assert live_ops(str(tmp_path / "fused.safetensors"), 2, (3, 6, 6)) == (["conv"], 2)
     scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().numpy()
     shift = bn.bias.detach().numpy() - bn.running_mean.numpy() * scale
     for pad_end in (False, True):
