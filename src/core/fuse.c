@@ -10,6 +10,19 @@
 
 #include "core/model.h"
 
+int co_fused_act_set(co_fused_act *slot, const co_pointwise *f)
+{
+    if (slot->on) return 0;
+    slot->on = 1;
+    slot->f = *f;
+    return 1;
+}
+
+void co_fused_act_run(const co_fused_act *slot, float *y, int64_t n)
+{
+    if (slot->on) co_pointwise_run(&slot->f, y, y, n);
+}
+
 /* A folded op keeps its place in the plan (so co_model_plan_ops still lists every module, as
  * kind "folded" with no MACs, state or scratch) but computes nothing: its readers read the
  * value of the op it was folded into, and its own output value is read by nobody. */

@@ -23,6 +23,16 @@ typedef struct co_model co_model;
 /* Folds what it can in m's plan (before m->producer is computed). CO_ERR_OUT_OF_MEMORY on OOM. */
 co_status co_fuse_plan(co_model *m);
 
+/* An activation slot of an op that can take one (conv, channel affine, reduction). */
+typedef struct co_fused_act {
+    int on;
+    co_pointwise f;
+} co_fused_act;
+/* Fills an empty slot with f: 1, or 0 when it already holds one. */
+int co_fused_act_set(co_fused_act *slot, const co_pointwise *f);
+/* Applies the slot's activation (if any) to y[0..n) in place. */
+void co_fused_act_run(const co_fused_act *slot, float *y, int64_t n);
+
 /* ---- hooks (each returns 1 when done, 0 when `op` is not of its kind or cannot take it) ---- */
 /* norm.c: the per-channel affine map of an eval BatchNorm / InstanceNorm op without activation;
  * clip_rank is the rank of the clips it accepts. */

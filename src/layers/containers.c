@@ -44,8 +44,7 @@ co_status co_build_sequential(co_builder *b, const cJSON *node, const char *path
 enum reduce_kind { R_SUM, R_MUL, R_MAX, R_CONCAT, R_SUM_LAST };
 typedef struct reduce_params {
     int kind;
-    int has_act;      /* an activation fused into the output pass (src/core/fuse.c) */
-    co_pointwise act;
+    co_fused_act act; /* an activation fused into the output pass (src/core/fuse.c) */
 } reduce_params;
 
 /* Same-shape inputs are combined in blocks of REDUCE_BLOCK floats (in L1), each block written
@@ -167,7 +166,7 @@ static void reduce_units(const reduce_job *jb, int64_t u0, int64_t u1)
             default: for (int64_t i = 0; i < len; i++) y[i] += x[i * step]; break;
             }
         }
-        if (p->has_act) co_pointwise_run(&p->act, y, y, len);
+        co_fused_act_run(&p->act, y, len);
     }
 }
 
@@ -239,7 +238,7 @@ static void reduce_run(const co_op *op, const co_oprt *rt, const float *const *i
 {
     const reduce_params *p = op->params;
     reduce_combine(op, rt, in, out);
-    if (p->has_act && (rt->aux[0] == 2 || p->kind == R_CONCAT)) co_pointwise_run(&p->act, out, out, co_tshape_numel(&rt->out));
+    if (rt->aux[0] == 2 || p->kind == R_CONCAT) co_fused_act_run(&p->act, out, co_tshape_numel(&rt->out));
 }
 
 static int reduce_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
@@ -253,11 +252,7 @@ static const co_op_class k_reduce = {"reduce", reduce_resolve, NULL, NULL, reduc
 int co_reduce_fuse_pointwise(co_op *op, const co_pointwise *act)
 {
     if (op->cls != &k_reduce) return 0;
-    reduce_params *p = op->params;
-    if (p->has_act) return 0;
-    p->has_act = 1;
-    p->act = *act;
-    return 1;
+    return co_fused_act_set(&((reduce_params *)op->params)->act, act);
 }
 
 co_status co_build_broadcast_reduce(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)

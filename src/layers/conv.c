@@ -34,8 +34,7 @@ typedef struct conv_params {
     int64_t kcol;            /* (cin/groups) * ks[0] * ks[1]: GEMM inner size */
     const float *bias;       /* model-owned, or NULL; after folding a BatchNorm, just past w */
     float *w;                /* [kt][cout][kcol], points just past this struct */
-    int has_act;             /* an activation fused into the output pass (src/core/fuse.c) */
-    co_pointwise act;
+    co_fused_act act;        /* an activation fused into the output pass (src/core/fuse.c) */
 } conv_params;
 
 /* rt->aux layout */
@@ -593,7 +592,7 @@ static int conv_finish(const co_op *op, const co_oprt *rt, void *state, float *o
                 const float *s = done + b * win + c * So;
                 float *o = out + b * win + c * So;
                 for (int64_t i = 0; i < So; i++) o[i] = s[i] + bias;
-                if (p->has_act) co_pointwise_run(&p->act, o, o, So);
+                co_fused_act_run(&p->act, o, So);
             }
     }
     memset(done, 0, (size_t)slot * sizeof(float));
@@ -652,10 +651,7 @@ static void conv_step_multi(const co_op *op, const co_oprt *rt, int n, void *con
 }
 
 /* The fused activation, if any, over n outputs. */
-static void conv_activate(const conv_params *p, float *out, int64_t n)
-{
-    if (p->has_act) co_pointwise_run(&p->act, out, out, n);
-}
+static void conv_activate(const conv_params *p, float *out, int64_t n) { co_fused_act_run(&p->act, out, n); }
 
 static void conv_add_bias(const conv_params *p, int64_t B, int64_t So, float *out)
 {
@@ -912,7 +908,7 @@ int co_conv_fold_affine(co_op *op, int clip_rank, int64_t channels, const float 
 {
     if (op->cls != &k_conv && op->cls != &k_conv_stateless) return 0;
     const conv_params *p = op->params;
-    if (p->has_act || channels != p->cout || clip_rank != p->nsd + 3) return 0;
+    if (p->act.on || channels != p->cout || clip_rank != p->nsd + 3) return 0;
     const int64_t wfloats = p->kt * p->cout * p->kcol;
     conv_params *q = co_alloc(sizeof *q + (size_t)(wfloats + p->cout) * sizeof(float));
     if (!q) return -1;
@@ -935,9 +931,5 @@ int co_conv_fold_affine(co_op *op, int clip_rank, int64_t channels, const float 
 int co_conv_fuse_pointwise(co_op *op, const co_pointwise *act)
 {
     if (op->cls != &k_conv && op->cls != &k_conv_stateless) return 0;
-    conv_params *p = op->params;
-    if (p->has_act) return 0;
-    p->has_act = 1;
-    p->act = *act;
-    return 1;
+    return co_fused_act_set(&((conv_params *)op->params)->act, act);
 }

@@ -34,8 +34,7 @@ typedef struct channel_affine_params {
     const char *type; /* static string, for messages */
     int clip_rank;    /* the rank torch's _check_input_dim accepts for a batched clip */
     int64_t channels;
-    int has_act;      /* an activation fused into this op (src/core/fuse.c) */
-    co_pointwise act;
+    co_fused_act act; /* an activation fused into this op (src/core/fuse.c) */
     float coef[]; /* scale[channels] then shift[channels] */
 } channel_affine_params;
 
@@ -66,7 +65,7 @@ static int channel_affine_step(const co_op *op, const co_oprt *rt, void *state, 
     (void)scratch;
     const channel_affine_params *p = op->params;
     co_channel_affine_act(rt->aux[A_OUTER], rt->aux[A_DIM], rt->aux[A_INNER], p->coef, p->coef + p->channels,
-                          p->has_act ? &p->act : NULL, in[0], out);
+                          p->act.on ? &p->act.f : NULL, in[0], out);
     return 1;
 }
 
@@ -79,7 +78,7 @@ int co_affine_coefs(const co_op *op, int *clip_rank, int64_t *channels, const fl
 {
     if (op->cls != &k_channel_affine) return 0;
     const channel_affine_params *p = op->params;
-    if (p->has_act) return 0; /* y = act(affine(x)) is no longer an affine map */
+    if (p->act.on) return 0; /* y = act(affine(x)) is no longer an affine map */
     *clip_rank = p->clip_rank;
     *channels = p->channels;
     *scale = p->coef;
@@ -90,11 +89,7 @@ int co_affine_coefs(const co_op *op, int *clip_rank, int64_t *channels, const fl
 int co_affine_fuse_pointwise(co_op *op, const co_pointwise *act)
 {
     if (op->cls != &k_channel_affine) return 0;
-    channel_affine_params *p = op->params;
-    if (p->has_act) return 0;
-    p->has_act = 1;
-    p->act = *act;
-    return 1;
+    return co_fused_act_set(&((channel_affine_params *)op->params)->act, act);
 }
 
 /* ================================ GroupNorm ================================ */
@@ -265,7 +260,7 @@ static co_status build_running_stats(co_builder *b, const cJSON *node, const cha
     p->type = t->name;
     p->clip_rank = t->clip_rank;
     p->channels = channels;
-    p->has_act = 0;
+    p->act.on = 0;
     const float eps_f = (float)eps;
     for (int64_t c = 0; c < channels; c++) { /* ATen's batch_norm_cpu_collect_linear_and_constant_terms */
         const float invstd = 1.0f / sqrtf(var[c] + eps_f);
