@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/builder.h"
+#include "core/fuse.h"
 #include "io/safetensors.h"
 
 #define CO_MAX_NETWORK_JSON (16u << 20)
@@ -131,6 +132,7 @@ static co_status compile(co_model *m, co_st_file *file, const co_load_options *o
     if (st) return st;
     if (out < 0) return co_error(CO_ERR_NETWORK, "the network ends in a list of streams; end it with a Reduce");
     m->out_value = out;
+    if ((st = co_fuse_plan(m))) return st;
     for (int i = 0; i < file->n_tensors; i++)
         if (!file->tensors[i].claimed)
             return co_error(CO_ERR_TENSOR, "unused tensor '%s': no module of the network takes it", file->tensors[i].name);

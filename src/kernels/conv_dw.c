@@ -1,6 +1,7 @@
 /*
  * conv_dw.c — co_dw_taps: dispatch to the widest kernel set the CPU runs (cpu.c), and the
- * portable C loop (blocks of lanes whose accumulators the compiler keeps in registers).
+ * portable C loop (blocks of lanes whose accumulators the compiler keeps in registers, one
+ * output at a time).
  */
 #include "kernels/conv_dw.h"
 
@@ -30,18 +31,23 @@ static void portable_row(int64_t n, int n_taps, const float *const *src, int64_t
 
 static void portable_taps(CO_DW_TAPS_ARGS)
 {
-    for (int64_t r = 0; r < rows; r++) portable_row(n, n_taps, src, r * src_ld, w, init, accumulate, dst + r * dst_ld);
+    for (int o = 0; o < n_out; o++)
+        for (int64_t r = 0; r < rows; r++)
+            portable_row(n, n_taps, src, r * src_ld, w + o * w_ld, accumulate ? 0.0f : init[o], accumulate,
+                         dst[o] + r * dst_ld);
 }
 
 void co_dw_taps(CO_DW_TAPS_ARGS)
 {
-    if (n <= 0 || rows <= 0) return;
+    if (n <= 0 || rows <= 0 || n_out <= 0) return;
 #if defined(CO_GEMM_X86)
     switch (co_cpu_isa()) {
-    case CO_ISA_AVX512: co_dw_taps_avx512(rows, n, n_taps, src, src_ld, w, init, accumulate, dst, dst_ld); return;
-    case CO_ISA_AVX2: co_dw_taps_avx2(rows, n, n_taps, src, src_ld, w, init, accumulate, dst, dst_ld); return;
+    case CO_ISA_AVX512:
+        co_dw_taps_avx512(rows, n, n_taps, src, src_ld, n_out, w, w_ld, init, accumulate, dst, dst_ld);
+        return;
+    case CO_ISA_AVX2: co_dw_taps_avx2(rows, n, n_taps, src, src_ld, n_out, w, w_ld, init, accumulate, dst, dst_ld); return;
     default: break;
     }
 #endif
-    portable_taps(rows, n, n_taps, src, src_ld, w, init, accumulate, dst, dst_ld);
+    portable_taps(rows, n, n_taps, src, src_ld, n_out, w, w_ld, init, accumulate, dst, dst_ld);
 }

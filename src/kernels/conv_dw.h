@@ -1,9 +1,13 @@
 /*
  * conv_dw.h — the inner loop of depthwise (and other one-input-channel-per-group) convolutions:
- * one output row as a weighted sum of shifted input rows, every tap accumulated in registers so
- * the row is read and written once. Convolutions (src/layers/conv.c) lay their input out so that
- * every tap is a contiguous run (padded planes, strided columns split into phases), which is what
- * lets one kernel serve every stride, dilation and padding mode.
+ * output rows as weighted sums of shifted input rows, every tap accumulated in registers so
+ * that each row is read and written once. Convolutions (src/layers/conv.c) lay their input out
+ * so that every tap is a contiguous run (padded planes, strided columns split into phases), which
+ * is what lets one kernel serve every stride, dilation and padding mode.
+ *
+ * One call serves several outputs over the same taps (n_out: a step's temporal taps, each
+ * feeding another window of the ring, all read the same input plane): every input vector is
+ * loaded once for all of them, and their accumulators are independent FMA chains.
  *
  * The kernel set (AVX-512 F, AVX2 + FMA, portable C) is picked at run time by kernels/cpu.c, as
  * for the products of gemm.h. Nothing here allocates.
@@ -13,13 +17,16 @@
 
 #include <stdint.h>
 
-/* For each row r < rows and i < n:
- *   dst[r * dst_ld + i] = (accumulate ? that : init) + sum over t < n_taps of w[t] * src[t][r * src_ld + i].
+/* For each output o < n_out, row r < rows and i < n:
+ *   dst[o][r * dst_ld + i] = (accumulate ? that : init[o])
+ *                            + sum over t < n_taps of w[o * w_ld + t] * src[t][r * src_ld + i].
  * The taps are added in order t = 0, 1, ... (each lane sums in the same order on every ISA, up
- * to the fused multiply-add of the wide kernels). n_taps may be 0. dst must not overlap src. */
+ * to the fused multiply-add of the wide kernels), so an output's value does not depend on which
+ * other outputs share the call. n_taps may be 0; init is read only when !accumulate. No dst may
+ * overlap a src or another dst. */
 #define CO_DW_TAPS_ARGS                                                                                              \
-    int64_t rows, int64_t n, int n_taps, const float *const *src, int64_t src_ld, const float *w, float init,       \
-        int accumulate, float *dst, int64_t dst_ld
+    int64_t rows, int64_t n, int n_taps, const float *const *src, int64_t src_ld, int n_out, const float *w,         \
+        int64_t w_ld, const float *init, int accumulate, float *const *dst, int64_t dst_ld
 void co_dw_taps(CO_DW_TAPS_ARGS);
 
 /* The per-ISA kernels behind co_dw_taps (same contract; called only after cpu.c found the ISA). */

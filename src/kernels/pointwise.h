@@ -71,6 +71,10 @@ void co_softmax_run(co_softmax_kind kind, int64_t outer, int64_t D, int64_t inne
  * statistics are folded into scale and shift); x == y is allowed. */
 void co_channel_affine(int64_t outer, int64_t C, int64_t inner, const float *scale, const float *shift,
                        const float *x, float *y);
+/* The same, then y = act(y) (act NULL: none), each channel row while it is in cache (an
+ * activation fused into the norm, src/core/fuse.c). */
+void co_channel_affine_act(int64_t outer, int64_t C, int64_t inner, const float *scale, const float *shift,
+                           const co_pointwise *act, const float *x, float *y);
 
 /* Mean and biased variance of n floats, accumulated in double over two passes (the statistics of
  * every norm: layer, group). */

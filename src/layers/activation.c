@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "core/build.h"
+#include "core/fuse.h"
 #include "kernels/pointwise.h"
 #include "kernels/threadpool.h"
 
@@ -115,6 +116,13 @@ static const co_op_class k_elementwise = {
     .name = "elementwise",
     .resolve = elementwise_resolve,
     .step = elementwise_step};
+
+int co_op_pointwise(const co_op *op, co_pointwise *f)
+{
+    if (op->cls != &k_elementwise) return 0;
+    *f = *(const co_pointwise *)op->params;
+    return 1;
+}
 
 /* ================================ PReLU ================================ */
 

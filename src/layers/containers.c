@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "core/build.h"
+#include "core/fuse.h"
+#include "kernels/threadpool.h"
 
 co_status co_build_sequential(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
@@ -40,7 +42,16 @@ co_status co_build_sequential(co_builder *b, const cJSON *node, const char *path
 
 /* ---- reduction of branches ---- */
 enum reduce_kind { R_SUM, R_MUL, R_MAX, R_CONCAT, R_SUM_LAST };
-typedef struct reduce_params { int kind; } reduce_params;
+typedef struct reduce_params {
+    int kind;
+    co_fused_act act; /* an activation fused into the output pass (src/core/fuse.c) */
+} reduce_params;
+
+/* Same-shape inputs are combined in blocks of REDUCE_BLOCK floats (in L1), each block written
+ * once: combined, then activated. Outputs of at least REDUCE_PARALLEL_MIN floats are cut into
+ * tasks of about REDUCE_TASK_FLOATS (whole blocks or runs; fixed by the shapes, so any thread
+ * count gives the same bits) for the current pool. */
+enum { REDUCE_BLOCK = 2048, REDUCE_TASK_FLOATS = 1 << 14, REDUCE_PARALLEL_MIN = 1 << 15 };
 
 /* Broadcast shapes (sum/mul/max, numpy rules over every dim incl. batch and time) or
  * concatenate channels. aux[0] = 1 when every input already has the output shape. */
@@ -121,7 +132,52 @@ static int64_t bcast_index(const co_tshape *o, int64_t code, int64_t idx)
     return src;
 }
 
-static void reduce_run(const co_op *op, const co_oprt *rt, const float *const *in, float *out)
+/* Element-wise reductions, unit by unit: units [u0, u1) of jb->unit output floats (blocks of
+ * same-shape inputs, or runs of broadcasting ones), each combined, then activated, while in cache. */
+typedef struct reduce_job {
+    const co_op *op;
+    const co_oprt *rt;
+    const float *const *in;
+    float *out;
+    int64_t n, unit, per_task;
+    int last; /* broadcasting: the innermost dim that is not 1 */
+} reduce_job;
+
+static void reduce_units(const reduce_job *jb, int64_t u0, int64_t u1)
+{
+    const co_op *op = jb->op;
+    const reduce_params *p = op->params;
+    const co_tshape *o = &jb->rt->out;
+    const int same = jb->rt->aux[0] != 0;
+    for (int64_t u = u0; u < u1; u++) {
+        const int64_t r0 = u * jb->unit, len = jb->n - r0 < jb->unit ? jb->n - r0 : jb->unit;
+        float *y = jb->out + r0;
+        for (int k = 0; k < op->n_in; k++) {
+            const int64_t code = jb->rt->aux[1 + k];
+            const float *x = jb->in[k] + (same ? r0 : bcast_index(o, code, r0));
+            const int64_t step = !same && (code >> jb->last) & 1 ? 0 : 1; /* 0: one value for the whole run */
+            if (k == 0) {
+                for (int64_t i = 0; i < len; i++) y[i] = x[i * step];
+                continue;
+            }
+            switch (p->kind) {
+            case R_MUL: for (int64_t i = 0; i < len; i++) y[i] *= x[i * step]; break;
+            case R_MAX: for (int64_t i = 0; i < len; i++) y[i] = combine(R_MAX, y[i], x[i * step]); break;
+            default: for (int64_t i = 0; i < len; i++) y[i] += x[i * step]; break;
+            }
+        }
+        co_fused_act_run(&p->act, y, len);
+    }
+}
+
+static void reduce_task(void *ctx, int task)
+{
+    const reduce_job *jb = ctx;
+    const int64_t units = (jb->n + jb->unit - 1) / jb->unit, u0 = task * jb->per_task;
+    reduce_units(jb, u0, u0 + jb->per_task < units ? u0 + jb->per_task : units);
+}
+
+static void reduce_combine(const co_op *op, const co_oprt *rt, const float *const *in, float *out)
 {
     const reduce_params *p = op->params;
     const int64_t n = co_tshape_numel(&rt->out);
@@ -147,48 +203,42 @@ static void reduce_run(const co_op *op, const co_oprt *rt, const float *const *i
         }
         return;
     }
-    if (rt->aux[0]) {
-        memcpy(out, in[0], (size_t)n * sizeof(float));
-        for (int k = 1; k < op->n_in; k++) {
-            const float *x = in[k];
-            switch (p->kind) {
-            case R_MUL: for (int64_t i = 0; i < n; i++) out[i] *= x[i]; break;
-            case R_MAX: for (int64_t i = 0; i < n; i++) out[i] = combine(R_MAX, out[i], x[i]); break;
-            default: for (int64_t i = 0; i < n; i++) out[i] += x[i]; break;
-            }
+    /* Same shapes: blocks of REDUCE_BLOCK floats. Broadcasting (squeeze-excitation's x * s with s
+     * (B, C, 1, 1), a bias (1, C, 1, 1), ...): runs over the output's trailing dims along which every
+     * input either walks or is broadcast throughout, so each run costs one index computation and a
+     * plain loop per input. */
+    reduce_job jb = {.op = op, .rt = rt, .in = in, .out = out, .n = n, .unit = REDUCE_BLOCK, .last = 0};
+    if (!rt->aux[0]) {
+        const co_tshape *o = &rt->out;
+        int last = o->ndim - 1; /* the innermost dim that is not 1 (size-1 dims are walked by every input) */
+        while (last > 0 && o->d[last] == 1) last--;
+        int64_t run = 1;
+        for (int i = o->ndim - 1; i >= 0; i--) {
+            int uniform = 1;
+            for (int k = 0; k < op->n_in && uniform && o->d[i] != 1; k++)
+                uniform = ((rt->aux[1 + k] >> i) & 1) == ((rt->aux[1 + k] >> last) & 1);
+            if (!uniform) break;
+            run *= o->d[i];
         }
-        return;
+        jb.unit = run;
+        jb.last = last;
     }
-    /* Broadcasting (squeeze-excitation's x * s with s (B, C, 1, 1), a bias (1, C, 1, 1), ...): the
-     * output in runs over its trailing dims along which every input either walks or is broadcast
-     * throughout, so each run costs one index computation and a plain loop per input. */
-    const co_tshape *o = &rt->out;
-    int last = o->ndim - 1; /* the innermost dim that is not 1 (size-1 dims are walked by every input) */
-    while (last > 0 && o->d[last] == 1) last--;
-    int64_t run = 1;
-    for (int i = o->ndim - 1; i >= 0; i--) {
-        int uniform = 1;
-        for (int k = 0; k < op->n_in && uniform && o->d[i] != 1; k++)
-            uniform = ((rt->aux[1 + k] >> i) & 1) == ((rt->aux[1 + k] >> last) & 1);
-        if (!uniform) break;
-        run *= o->d[i];
-    }
-    for (int64_t r0 = 0; r0 < n; r0 += run) {
-        float *y = out + r0;
-        for (int k = 0; k < op->n_in; k++) {
-            const float *x = in[k] + bcast_index(o, rt->aux[1 + k], r0);
-            const int64_t step = (rt->aux[1 + k] >> last) & 1 ? 0 : 1; /* 0: one value for the whole run */
-            if (k == 0) {
-                for (int64_t i = 0; i < run; i++) y[i] = x[i * step];
-                continue;
-            }
-            switch (p->kind) {
-            case R_MUL: for (int64_t i = 0; i < run; i++) y[i] *= x[i * step]; break;
-            case R_MAX: for (int64_t i = 0; i < run; i++) y[i] = combine(R_MAX, y[i], x[i * step]); break;
-            default: for (int64_t i = 0; i < run; i++) y[i] += x[i * step]; break;
-            }
-        }
-    }
+    const int64_t units = (n + jb.unit - 1) / jb.unit;
+    co_pool *pool = n >= REDUCE_PARALLEL_MIN ? co_pool_current() : NULL;
+    jb.per_task = pool ? (REDUCE_TASK_FLOATS + jb.unit - 1) / jb.unit : units;
+    const int tasks = (int)((units + jb.per_task - 1) / jb.per_task);
+    if (tasks > 1)
+        co_pool_run(pool, tasks, reduce_task, &jb);
+    else
+        reduce_units(&jb, 0, units);
+}
+
+/* The reduction, then the fused activation where reduce_combine did not apply it on the way. */
+static void reduce_run(const co_op *op, const co_oprt *rt, const float *const *in, float *out)
+{
+    const reduce_params *p = op->params;
+    reduce_combine(op, rt, in, out);
+    if (rt->aux[0] == 2 || p->kind == R_CONCAT) co_fused_act_run(&p->act, out, co_tshape_numel(&rt->out));
 }
 
 static int reduce_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
@@ -198,6 +248,12 @@ static int reduce_step(const co_op *op, const co_oprt *rt, void *state, const fl
 }
 
 static const co_op_class k_reduce = {"reduce", reduce_resolve, NULL, NULL, reduce_step, NULL, NULL};
+
+int co_reduce_fuse_pointwise(co_op *op, const co_pointwise *act)
+{
+    if (op->cls != &k_reduce) return 0;
+    return co_fused_act_set(&((reduce_params *)op->params)->act, act);
+}
 
 co_status co_build_broadcast_reduce(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "core/build.h"
+#include "core/fuse.h"
 #include "kernels/conv_dw.h"
 #include "kernels/gemm.h"
 #include "kernels/threadpool.h"
@@ -32,13 +33,14 @@ typedef struct conv_params {
     int64_t ks[2], ss[2], ps[2], ds[2]; /* spatial; unused dims are 1/1/0/1 */
     int replicate_pad;       /* padding_mode == replicate (spatial, and temporal in clip mode) */
     int64_t kcol;            /* (cin/groups) * ks[0] * ks[1]: GEMM inner size */
-    const float *bias;       /* model-owned, or NULL */
+    const float *bias;       /* model-owned, or NULL; after folding a BatchNorm, just past w */
     float *w;                /* [kt][cout][kcol], points just past this struct */
     /* Winograd F(4x4, 3x3) (conv_winograd_eligible): for each of the 36 tile elements e, U_e
      * (rows tap-major j * cout + o, columns cin) packed as op(B) of co_gemm_packed (K = cin,
      * N = kt * cout), wino_bytes apart; NULL when the conv is not eligible. Same allocation. */
     unsigned char *wino;
     size_t wino_bytes;
+    co_fused_act act;        /* an activation fused into the output pass (src/core/fuse.c) */
 } conv_params;
 
 /* rt->aux layout */
@@ -48,8 +50,13 @@ enum { A_H, A_W, A_HO, A_WO, A_SO, A_DIRECT, A_WINO };
  * at least kt - 1 output frames, so that at temporal stride 1 the frames its taps share are
  * built at most twice). Depthwise: output channels per input channel up to which the tap kernel is
  * used instead of a product (more outputs per input make the product the faster). Tap kernel
- * calls take at most CONV_DW_TAPS taps at once. */
-enum { CONV_CLIP_COLUMN_FLOATS = 1 << 18, CONV_DW_MAX_MULTIPLIER = 4, CONV_DW_TAPS = 64 };
+ * calls take at most CONV_DW_TAPS taps at once. A depthwise step is cut into at most
+ * CONV_DW_TASKS tasks (each with its own padded plane of scratch) of at least
+ * CONV_DW_TASK_MIN_MACS, and only from CONV_DW_PARALLEL_MIN_MACS (below, a hand-off to the pool
+ * costs more than it saves; docs/kernels.md, "Depthwise steps"). The builder bounds kt to
+ * CONV_MAX_KT. */
+enum { CONV_CLIP_COLUMN_FLOATS = 1 << 18, CONV_DW_MAX_MULTIPLIER = 4, CONV_DW_TAPS = 64, CONV_MAX_KT = 64 };
+enum { CONV_DW_TASKS = 16, CONV_DW_TASK_MIN_MACS = 1 << 15, CONV_DW_PARALLEL_MIN_MACS = 1 << 17 };
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -170,16 +177,29 @@ static void dw_pad_plane(const conv_params *p, const co_oprt *rt, const dw_geom 
             for (int64_t x = pw + W; x < g->wrow; x++) d[x] = right;
             continue;
         }
-        for (int64_t q = 0; q < sw; q++)
-            for (int64_t i = 0; i < g->wq; i++) {
-                const int64_t x = q + sw * i, iw = x - pw;
-                d[q * g->wq + i] = x >= wp ? 0.0f : iw < 0 ? left : iw >= W ? right : row[iw];
-            }
+        for (int64_t q = 0; q < sw; q++) {
+            /* padded column x = q + sw * i reads input column x - pw: inside for i in [i0, i1) */
+            float *dq = d + q * g->wq;
+            const int64_t i0 = min64(g->wq, (pw - q + sw - 1) / sw), i1 = max64(i0, min64(g->wq, (W + pw - q + sw - 1) / sw));
+            for (int64_t i = 0; i < i0; i++) dq[i] = left;
+            const float *rq = row + q + sw * i0 - pw;
+            for (int64_t i = i0; i < i1; i++) dq[i] = rq[sw * (i - i0)];
+            for (int64_t i = i1; i < g->wq; i++) dq[i] = q + sw * i >= wp ? 0.0f : right;
+        }
     }
 }
 
+/* Offset in a padded plane of spatial tap (kh, kw) of output row 0: padded column kw * ds1 is
+ * phase (kw * ds1) % ss1, column (kw * ds1) / ss1 of that phase. */
+static int64_t dw_tap_offset(const conv_params *p, const dw_geom *g, int64_t kh, int64_t kw)
+{
+    const int64_t col = kw * p->ds[1];
+    return kh * p->ds[0] * g->wrow + (col % p->ss[1]) * g->wq + col / p->ss[1];
+}
+
 /* Taps of one output frame (its first row; the rows follow at a fixed stride in the padded
- * planes) gathered for co_dw_taps, flushed CONV_DW_TAPS at a time. */
+ * planes) gathered for co_dw_taps, flushed CONV_DW_TAPS at a time (clip mode: one output, the
+ * taps of several input frames). */
 typedef struct dw_frame {
     const float *src[CONV_DW_TAPS];
     float w[CONV_DW_TAPS];
@@ -190,7 +210,8 @@ typedef struct dw_frame {
 
 static void dw_flush(dw_frame *a, const conv_params *p, const dw_geom *g)
 {
-    co_dw_taps(g->rows, g->row_len, a->n, a->src, p->ss[0] * g->wrow, a->w, a->init, a->accumulate, a->dst, g->row_len);
+    co_dw_taps(g->rows, g->row_len, a->n, a->src, p->ss[0] * g->wrow, 1, a->w, 0, &a->init, a->accumulate, &a->dst,
+               g->row_len);
     a->n = 0;
     a->accumulate = 1;
 }
@@ -198,42 +219,96 @@ static void dw_flush(dw_frame *a, const conv_params *p, const dw_geom *g)
 /* Adds the spatial taps (weights w[kh * ks1 + kw]) over padded plane `base`. */
 static void dw_add_plane(dw_frame *a, const conv_params *p, const dw_geom *g, const float *base, const float *w)
 {
-    for (int64_t kh = 0; kh < p->ks[0]; kh++) {
-        const float *r = base + kh * p->ds[0] * g->wrow;
-        int64_t phase = 0, shift = 0; /* padded column kw * ds1 = shift * ss1 + phase */
+    for (int64_t kh = 0; kh < p->ks[0]; kh++)
         for (int64_t kw = 0; kw < p->ks[1]; kw++) {
             if (a->n == CONV_DW_TAPS) dw_flush(a, p, g);
-            a->src[a->n] = r + phase * g->wq + shift;
+            a->src[a->n] = base + dw_tap_offset(p, g, kh, kw);
             a->w[a->n++] = w[kh * p->ks[1] + kw];
-            for (phase += p->ds[1]; phase >= p->ss[1]; phase -= p->ss[1]) shift++;
+        }
+}
+
+/* Step mode, one input plane (padded): dst[k] += temporal tap j0 + k of it for output channel c,
+ * k < n_out, all in one pass of co_dw_taps per CONV_DW_TAPS spatial taps (tap j's weights are
+ * cout * kcol floats after tap j-1's). The dst[k] must be distinct windows. */
+static void dw_plane_step(const conv_params *p, const dw_geom *g, const float *plane, int64_t j0, int64_t c, int n_out,
+                          float *const *dst)
+{
+    const int64_t n_sp = p->ks[0] * p->ks[1];
+    const float *src[CONV_DW_TAPS];
+    for (int64_t t0 = 0; t0 < n_sp; t0 += CONV_DW_TAPS) {
+        const int nt = (int)min64(CONV_DW_TAPS, n_sp - t0);
+        for (int t = 0; t < nt; t++) src[t] = plane + dw_tap_offset(p, g, (t0 + t) / p->ks[1], (t0 + t) % p->ks[1]);
+        co_dw_taps(g->rows, g->row_len, nt, src, p->ss[0] * g->wrow, n_out, p->w + (j0 * p->cout + c) * p->kcol + t0,
+                   p->cout * p->kcol,
+                   NULL, 1, dst, g->row_len);
+    }
+}
+
+/* Step mode: the work of conv_taps_depthwise, cut into tasks of consecutive (item, channel)
+ * planes; task k uses scratch slice k (one padded plane). The cut depends only on the shapes,
+ * and each output is computed by one task in one order, so any thread count gives the same
+ * bits. */
+typedef struct dw_step_job {
+    const conv_params *p;
+    const co_oprt *rt;
+    dw_geom g;
+    const float *src;
+    int64_t src_bstride, chan_stride, dst_bstride, ldc, planes, per_task;
+    float *const *dst;
+    int64_t j0;
+    int n_out;
+    float *scratch;
+} dw_step_job;
+
+static void dw_step_task(void *ctx, int task)
+{
+    const dw_step_job *jb = ctx;
+    const conv_params *p = jb->p;
+    const int64_t mult = p->cout / p->groups;
+    float *pad = jb->scratch + task * dw_plane_floats(&jb->g);
+    const int64_t lo = task * jb->per_task, hi = min64(jb->planes, lo + jb->per_task);
+    for (int64_t k = lo; k < hi; k++) {
+        const int64_t b = k / p->cin, ci = k % p->cin;
+        const float *plane = jb->src + b * jb->src_bstride + ci * jb->chan_stride;
+        if (jb->g.padded) {
+            dw_pad_plane(p, jb->rt, &jb->g, plane, pad);
+            plane = pad;
+        }
+        for (int64_t c = ci * mult; c < (ci + 1) * mult; c++) {
+            float *d[CONV_MAX_KT];
+            for (int j = 0; j < jb->n_out; j++) d[j] = jb->dst[j] + b * jb->dst_bstride + c * jb->ldc;
+            dw_plane_step(p, &jb->g, plane, jb->j0, c, jb->n_out, d);
         }
     }
 }
 
-/* Step mode: dst[j] (taps j with dst[j] != NULL) += tap j of the frame, every batch item and
- * channel. `src` is batch item 0's frame (items src_bstride apart, channels chan_stride apart);
- * dst[j] is item 0's output frame (items dst_bstride apart, channels ldc apart). */
-static void conv_taps_depthwise(const conv_params *p, const co_oprt *rt, int64_t batch, const float *src,
-                                int64_t src_bstride, int64_t chan_stride, float *const *dst, int64_t dst_bstride,
-                                int64_t ldc, float *scratch)
+/* Tasks a depthwise step over `planes` input planes is cut into (1: too small to hand off). */
+static int64_t dw_step_tasks(const conv_params *p, const co_oprt *rt, int64_t planes)
 {
-    const dw_geom g = dw_geometry(p, rt);
-    const int64_t mult = p->cout / p->groups;
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t ci = 0; ci < p->cin; ci++) {
-            const float *plane = src + b * src_bstride + ci * chan_stride;
-            if (g.padded) {
-                dw_pad_plane(p, rt, &g, plane, scratch);
-                plane = scratch;
-            }
-            for (int64_t c = ci * mult; c < (ci + 1) * mult; c++)
-                for (int64_t j = 0; j < p->kt; j++) {
-                    if (!dst[j]) continue;
-                    dw_frame a = {.accumulate = 1, .dst = dst[j] + b * dst_bstride + c * ldc};
-                    dw_add_plane(&a, p, &g, plane, p->w + (j * p->cout + c) * p->kcol);
-                    dw_flush(&a, p, &g);
-                }
-        }
+    const int64_t macs = planes * (p->cout / p->groups) * p->kt * p->kcol * rt->aux[A_SO];
+    if (macs < CONV_DW_PARALLEL_MIN_MACS) return 1;
+    return min64(min64(CONV_DW_TASKS, planes), max64(1, macs / CONV_DW_TASK_MIN_MACS));
+}
+
+/* Step mode: dst[k] += tap j0 + k of the frame (k < n_out; distinct windows), every batch item
+ * and channel. `src` is batch item 0's frame (items src_bstride apart, channels chan_stride
+ * apart); dst[k] is item 0's output frame (items dst_bstride apart, channels ldc apart). Large
+ * ones run on the current thread pool (co_pool_current). */
+static void conv_taps_depthwise(const conv_params *p, const co_oprt *rt, int64_t batch, const float *src,
+                                int64_t src_bstride, int64_t chan_stride, int64_t j0, int n_out, float *const *dst,
+                                int64_t dst_bstride, int64_t ldc, float *scratch)
+{
+    dw_step_job jb = {.p = p, .rt = rt, .g = dw_geometry(p, rt), .src = src, .src_bstride = src_bstride,
+                      .chan_stride = chan_stride, .dst_bstride = dst_bstride, .ldc = ldc, .planes = batch * p->cin,
+                      .dst = dst, .j0 = j0, .n_out = n_out, .scratch = scratch};
+    const int64_t tasks = dw_step_tasks(p, rt, jb.planes);
+    jb.per_task = (jb.planes + tasks - 1) / tasks;
+    const int n_tasks = (int)((jb.planes + jb.per_task - 1) / jb.per_task);
+    co_pool *pool = co_pool_current();
+    if (n_tasks > 1 && pool)
+        co_pool_run(pool, n_tasks, dw_step_task, &jb);
+    else
+        for (int k = 0; k < n_tasks; k++) dw_step_task(&jb, k);
 }
 
 /* Clip mode: every output frame as the sum of all its taps (temporal and spatial), onto the bias. */
@@ -609,7 +684,7 @@ static size_t conv_step_scratch(const conv_params *p, const co_oprt *rt, int64_t
     if (rt->aux[A_WINO]) return wino_step_scratch(p, rt, items);
     if (conv_depthwise(p, rt)) {
         const dw_geom g = dw_geometry(p, rt);
-        return (size_t)dw_plane_floats(&g);
+        return (size_t)(dw_step_tasks(p, rt, items * p->cin) * dw_plane_floats(&g));
     }
     return (size_t)(conv_step_slices(p, rt, items) * conv_chunk_floats(p, rt, items));
 }
@@ -877,6 +952,7 @@ static int conv_finish(const co_op *op, const co_oprt *rt, void *state, float *o
                 const float *s = done + b * win + c * So;
                 float *o = out + b * win + c * So;
                 for (int64_t i = 0; i < So; i++) o[i] = s[i] + bias;
+                co_fused_act_run(&p->act, o, So);
             }
     }
     memset(done, 0, (size_t)slot * sizeof(float));
@@ -894,23 +970,23 @@ static int conv_step_depthwise(const co_op *op, const co_oprt *rt, void *state, 
     const int64_t B = rt->out.d[0], So = rt->aux[A_SO], win = p->cout * So, slot = B * win;
     const int64_t S_in = rt->aux[A_H] * rt->aux[A_W];
     float *ring = (float *)(h + 1);
-    float *d[64]; /* the builder bounds kt to 64 */
+    float *d[CONV_MAX_KT];
 
     if (!h->started) {
         if (op->fill == CO_FILL_REPLICATE) {
             /* window ending at step n (1..k-1) already holds virtual frames 2-k..0, all equal to x_1:
              * taps 0..k-1-n of it */
-            for (int64_t j = 0; j < p->kt; j++) d[j] = NULL;
-            for (int64_t n = 1; n < p->kt; n++) {
-                for (int64_t j = 0; j < p->kt; j++) d[j] = j <= p->kt - 1 - n ? ring + ((h->pos + n - 1) % p->kt) * slot : NULL;
-                conv_taps_depthwise(p, rt, B, in[0], p->cin * S_in, S_in, d, win, So, scratch);
-            }
+            for (int64_t n = 1; n < p->kt; n++)
+                for (int64_t j = 0; j <= p->kt - 1 - n; j++) { /* one tap a call: they all add to one window */
+                    float *w1[1] = {ring + ((h->pos + n - 1) % p->kt) * slot};
+                    conv_taps_depthwise(p, rt, B, in[0], p->cin * S_in, S_in, j, 1, w1, win, So, scratch);
+                }
         }
         h->started = 1;
     }
     /* tap j of this frame belongs to the window ending k-1-j steps from now */
     for (int64_t j = 0; j < p->kt; j++) d[j] = ring + ((h->pos + p->kt - 1 - j) % p->kt) * slot;
-    conv_taps_depthwise(p, rt, B, in[0], p->cin * S_in, S_in, d, win, So, scratch);
+    conv_taps_depthwise(p, rt, B, in[0], p->cin * S_in, S_in, 0, (int)p->kt, d, win, So, scratch);
     return conv_finish(op, rt, state, out);
 }
 
@@ -934,6 +1010,9 @@ static void conv_step_multi(const co_op *op, const co_oprt *rt, int n, void *con
     for (int i = 0; i < n; i++) produced[i] = conv_finish(op, rt, states[i], out[i]);
 }
 
+/* The fused activation, if any, over n outputs. */
+static void conv_activate(const conv_params *p, float *out, int64_t n) { co_fused_act_run(&p->act, out, n); }
+
 static void conv_add_bias(const conv_params *p, int64_t B, int64_t So, float *out)
 {
     const int64_t win = p->cout * So;
@@ -953,11 +1032,12 @@ static int conv_step_stateless(const co_op *op, const co_oprt *rt, void *state, 
     memset(out, 0, (size_t)(B * win) * sizeof(float));
     if (conv_depthwise(p, rt)) {
         float *d[1] = {out};
-        conv_taps_depthwise(p, rt, B, in[0], p->cin * S_in, S_in, d, win, So, scratch);
+        conv_taps_depthwise(p, rt, B, in[0], p->cin * S_in, S_in, 0, 1, d, win, So, scratch);
     } else {
         conv_accumulate(op, rt, 1, in, NULL, &out, scratch);
     }
     conv_add_bias(p, B, So, out);
+    conv_activate(p, out, B * win);
     return 1;
 }
 
@@ -974,6 +1054,7 @@ static void conv_step_multi_stateless(const co_op *op, const co_oprt *rt, int n,
     conv_accumulate(op, rt, n, in, NULL, out, scratch);
     for (int i = 0; i < n; i++) {
         conv_add_bias(p, B, So, out[i]);
+        conv_activate(p, out[i], B * win);
         produced[i] = 1;
     }
 }
@@ -1091,6 +1172,7 @@ static co_status conv_clip(const co_op *op, const co_oprt *rt, const co_tshape *
         conv_clip_depthwise(p, rt, B, T, To, in[0], out, scratch);
     else
         conv_clip_gemm(p, rt, B, T, To, in[0], out, scratch);
+    conv_activate(p, out, co_tshape_numel(&rt->out));
     return CO_OK;
 }
 
@@ -1197,3 +1279,47 @@ static const co_module_reg k_conv_modules[] = {
     {"Conv3d", co_build_conv, 0},
 };
 CO_MODULE_LIST(co_conv_modules, k_conv_modules)
+
+/* ---- fusion hooks (src/core/fuse.h) ---- */
+
+int co_conv_fold_affine(co_op *op, int clip_rank, int64_t channels, const float *scale, const float *shift)
+{
+    if (op->cls != &k_conv && op->cls != &k_conv_stateless) return 0;
+    const conv_params *p = op->params;
+    if (p->act.on || channels != p->cout || clip_rank != p->nsd + 3) return 0;
+    const int64_t wfloats = p->kt * p->cout * p->kcol;
+    /* the Winograd weights are transforms of w: made again from the folded w, in the new block */
+    const size_t wino_total = p->wino ? CO_WINO_ELEMS * p->wino_bytes : 0;
+    float *tmp = NULL;
+    if (p->wino && !(tmp = co_alloc((size_t)(CO_WINO_ELEMS * p->kt * p->cout * p->cin) * sizeof(float)))) return -1;
+    conv_params *q = co_alloc(sizeof *q + (size_t)(wfloats + p->cout) * sizeof(float) + wino_total);
+    if (!q) {
+        co_free(tmp);
+        return -1;
+    }
+    *q = *p;
+    q->w = (float *)(q + 1);
+    float *bias = q->w + wfloats;
+    for (int64_t j = 0; j < p->kt; j++)
+        for (int64_t c = 0; c < p->cout; c++) {
+            const float *src = p->w + (j * p->cout + c) * p->kcol;
+            float *dst = q->w + (j * p->cout + c) * p->kcol;
+            for (int64_t i = 0; i < p->kcol; i++) dst[i] = src[i] * scale[c];
+        }
+    for (int64_t c = 0; c < p->cout; c++) bias[c] = (p->bias ? p->bias[c] : 0.0f) * scale[c] + shift[c];
+    q->bias = bias;
+    if (p->wino) {
+        q->wino = (unsigned char *)(bias + p->cout);
+        wino_pack_weights(q, tmp);
+        co_free(tmp);
+    }
+    co_free(op->params);
+    op->params = q;
+    return 1;
+}
+
+int co_conv_fuse_pointwise(co_op *op, const co_pointwise *act)
+{
+    if (op->cls != &k_conv && op->cls != &k_conv_stateless) return 0;
+    return co_fused_act_set(&((conv_params *)op->params)->act, act);
+}

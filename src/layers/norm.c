@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "core/build.h"
+#include "core/fuse.h"
 #include "kernels/pointwise.h"
 
 enum { A_OUTER, A_DIM, A_INNER };
@@ -33,6 +34,7 @@ typedef struct channel_affine_params {
     const char *type; /* static string, for messages */
     int clip_rank;    /* the rank torch's _check_input_dim accepts for a batched clip */
     int64_t channels;
+    co_fused_act act; /* an activation fused into this op (src/core/fuse.c) */
     float coef[]; /* scale[channels] then shift[channels] */
 } channel_affine_params;
 
@@ -62,7 +64,8 @@ static int channel_affine_step(const co_op *op, const co_oprt *rt, void *state, 
     (void)state;
     (void)scratch;
     const channel_affine_params *p = op->params;
-    co_channel_affine(rt->aux[A_OUTER], rt->aux[A_DIM], rt->aux[A_INNER], p->coef, p->coef + p->channels, in[0], out);
+    co_channel_affine_act(rt->aux[A_OUTER], rt->aux[A_DIM], rt->aux[A_INNER], p->coef, p->coef + p->channels,
+                          p->act.on ? &p->act.f : NULL, in[0], out);
     return 1;
 }
 
@@ -70,6 +73,24 @@ static const co_op_class k_channel_affine = {
     .name = "channel_affine",
     .resolve = channel_affine_resolve,
     .step = channel_affine_step};
+
+int co_affine_coefs(const co_op *op, int *clip_rank, int64_t *channels, const float **scale, const float **shift)
+{
+    if (op->cls != &k_channel_affine) return 0;
+    const channel_affine_params *p = op->params;
+    if (p->act.on) return 0; /* y = act(affine(x)) is no longer an affine map */
+    *clip_rank = p->clip_rank;
+    *channels = p->channels;
+    *scale = p->coef;
+    *shift = p->coef + p->channels;
+    return 1;
+}
+
+int co_affine_fuse_pointwise(co_op *op, const co_pointwise *act)
+{
+    if (op->cls != &k_channel_affine) return 0;
+    return co_fused_act_set(&((channel_affine_params *)op->params)->act, act);
+}
 
 /* ================================ GroupNorm ================================ */
 
@@ -239,6 +260,7 @@ static co_status build_running_stats(co_builder *b, const cJSON *node, const cha
     p->type = t->name;
     p->clip_rank = t->clip_rank;
     p->channels = channels;
+    p->act.on = 0;
     const float eps_f = (float)eps;
     for (int64_t c = 0; c < channels; c++) { /* ATen's batch_norm_cpu_collect_linear_and_constant_terms */
         const float invstd = 1.0f / sqrtf(var[c] + eps_f);

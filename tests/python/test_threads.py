@@ -19,12 +19,28 @@ def _encoder():
     return co.TransformerEncoder.build_from(enc, 8), (128,)
 
 
+def _cox3d_small():
+    """CoX3D-S at the zoo's small size: depthwise 3x3x3 convs (split by planes), folded
+    BatchNorms and fused ReLUs, the squeeze-excitation's broadcast product and the residual sums
+    (split by runs), Swish (a traced graph), all large enough at batch 8 to be split."""
+    import os
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    from tools.zoo import MODELS
+    from tools.zoo.verify import build_small
+    spec = MODELS["cox3d_s"]
+    return build_small(spec), spec.input_shape(small=True)
+
+
 NETS = [
     ("conv3d", lambda: (co.Sequential(co.Conv3d(16, 32, 3, padding=1), nn.ReLU(), co.Conv3d(32, 32, 3)),
                         (16, 10, 10))),
     ("conv1d", lambda: (co.Sequential(co.Conv1d(64, 128, 5, padding=2), nn.ReLU(), co.Conv1d(128, 128, 5),
                                       co.Linear(128, 64, channel_dim=1)), (64,))),
     ("encoder", _encoder),
+    ("cox3d_small", _cox3d_small),
 ]
 
 
