@@ -952,8 +952,9 @@ static int conv_finish(const co_op *op, const co_oprt *rt, void *state, float *o
                 const float *s = done + b * win + c * So;
                 float *o = out + b * win + c * So;
                 for (int64_t i = 0; i < So; i++) o[i] = s[i] + bias;
-                co_fused_act_run(&p->act, o, So);
             }
+        /* once over the frame, not per channel: feature vectors (So = 1) would pay a call per float */
+        co_fused_act_run(&p->act, out, slot);
     }
     memset(done, 0, (size_t)slot * sizeof(float));
     h->pos = (h->pos + 1) % p->kt;
