@@ -10,13 +10,15 @@
 
 #include "kernels/gemm.h"
 
-/* Rows up to which a product reads the weights in place: the kernels' small-M path dots along
- * k and reads each weight once. Measured in whole steps (tools/bench_ab.c, both orders), where
- * the weights stream from L3 beside the model's other weights: CoOadTR-b1 ~15 % faster at batch
- * 1 and ~10 % at batch 8 than with the packed tiles. (bench_gemm's isolated calls, whose weights
- * stay hot, favour the packed tiles at M = 8: re-measure when the kernels change.) More rows go
- * through the packed panels. */
-enum { CO_WEIGHTS_SMALL_ROWS = 8 };
+/* Rows up to which a product reads the weights in place (the kernels' small-M path dots along k
+ * and reads each weight once); more rows go through the packed panels. Measured in whole steps
+ * (`continual bench MODEL --batch 8`, the two builds interleaved, 3 rounds, 2026-12-02): since
+ * the packed path prefetches its panels and runs 1-/2-row strips (docs/kernels.md, "Small and
+ * skinny products"), the panels win from 2 rows on — batch 8: CoOadTR-b1 5.0-5.3 ms against
+ * 5.6-5.9 (2 threads 2.5-2.8 against 3.1-3.8), Retroactive MHA 7.9-10.1 against 9.8-10.1; batch
+ * 1 is the same either way (3.0 ms). One row stays in place: the dots path reads each weight once
+ * without the panels' layout constraints. */
+enum { CO_WEIGHTS_SMALL_ROWS = 1 };
 
 /* y (rows x n, ldy) = x (rows x k, ldx) W^T for W (n x k, ldw), `packed` being
  * co_gemm_pack_b(1, k, n, W, ldw, ...). */
