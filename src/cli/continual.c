@@ -2,9 +2,9 @@
  * continual.c — the `continual` command-line tool, written against include/continual.h only.
  *
  *   continual info    MODEL [--batch N] [--frame-shape C,...] [--ops]
- *   continual run     MODEL --input CLIP.npy|- --output OUT.npy|- [--pad-end] [--batch N] [--frame-shape C,...] [--threads N]
- *   continual bench   MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--threads N] [--json]
- *   continual profile MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--threads N] [--json]
+ *   continual run     MODEL --input CLIP.npy|- --output OUT.npy|- [--pad-end] [--batch N] [--frame-shape C,...] [--threads N] [--direct-conv]
+ *   continual bench   MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--threads N] [--direct-conv] [--json]
+ *   continual profile MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--threads N] [--direct-conv] [--json]
  *   continual compare A.npy B.npy [--atol X] [--rtol X]
  *
  * Exit status: 0 success, 1 failure (message on stderr), 2 bad usage.
@@ -36,17 +36,18 @@ static const char k_usage[] =
     "      the module tree (params, receptive field, delay, stride, padding per node), the totals,\n"
     "      and the step plan for the frame shape (output frame, MACs/step, state and arena bytes);\n"
     "      --ops: the plan one op a line (kind, type, path, output frame, MACs, state, scratch)\n"
-    "  run MODEL --input CLIP --output OUT [--pad-end] [--batch N] [--frame-shape C,...] [--threads N]\n"
+    "  run MODEL --input CLIP --output OUT [--pad-end] [--batch N] [--frame-shape C,...] [--threads N] [--direct-conv]\n"
     "      streams a clip (B, C, T, *S) frame by frame through the network and writes the outputs\n"
     "      that appear as (B, C', T_out, *S'). CLIP/OUT are float32/float64 .npy files, or '-':\n"
     "      raw float32 frames (B, C, *S) on stdin / output frames on stdout (shape from\n"
     "      --frame-shape or the model file, --batch, default 1); each output frame is written and\n"
     "      flushed as soon as it exists. --pad-end flushes the end padding at the end of the input.\n"
     "      --threads N: each step's large products on N threads (same results; default 1)\n"
-    "  bench MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--threads N] [--json]\n"
+    "      --direct-conv: no Winograd for 3x3 convolutions (torch's rounding; CO_LOAD_DIRECT_CONV)\n"
+    "  bench MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--threads N] [--direct-conv] [--json]\n"
     "      times co_forward_step: first step, p10 / p50 / p90 / p99 / max ms per step, steps/s,\n"
     "      threads, kernel backend, peak memory; --json: one JSON object instead of the table\n"
-    "  profile MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--json]\n"
+    "  profile MODEL [--batch N] [--frame-shape C,...] [--steps N] [--warmup N] [--threads N] [--direct-conv] [--json]\n"
     "      times every op of the plan over the steps and prints them sorted by time\n"
     "  compare A.npy B.npy [--atol X] [--rtol X]\n"
     "      exit 0 if the arrays have one shape and |a - b| <= atol + rtol * |b| everywhere\n"
@@ -105,9 +106,10 @@ enum {
     OPT_JSON = 1 << 9,
     OPT_OPS = 1 << 10,
     OPT_THREADS = 1 << 11,
+    OPT_DIRECT_CONV = 1 << 12,
 };
 /* options that take no value */
-#define OPT_FLAGS (OPT_PAD_END | OPT_JSON | OPT_OPS)
+#define OPT_FLAGS (OPT_PAD_END | OPT_JSON | OPT_OPS | OPT_DIRECT_CONV)
 /* what bench reports as its threads until the library has a thread option: one thread steps */
 #define CLI_THREADS_DEFAULT 1
 
@@ -119,6 +121,7 @@ typedef struct options {
     co_shape frame;
     const char *input, *output;
     int pad_end, json, ops;
+    int direct_conv; /* --direct-conv: load with CO_LOAD_DIRECT_CONV */
     long steps, warmup;
     int threads; /* --threads: intra-step threads of the stream (co_stream_set_threads) */
     double atol, rtol;
@@ -180,6 +183,7 @@ static const char *opt_name(unsigned bit)
     case OPT_JSON: return "--json";
     case OPT_OPS: return "--ops";
     case OPT_THREADS: return "--threads";
+    case OPT_DIRECT_CONV: return "--direct-conv";
     default: return "?";
     }
 }
@@ -212,7 +216,8 @@ static int parse_options(const char *cmd, int argc, char **argv, int first, unsi
         name[nlen] = 0;
         unsigned bit = 0;
         static const unsigned all[] = {OPT_BATCH, OPT_FRAME, OPT_INPUT, OPT_OUTPUT, OPT_PAD_END,
-                                       OPT_STEPS, OPT_WARMUP, OPT_ATOL, OPT_RTOL, OPT_JSON, OPT_OPS, OPT_THREADS};
+                                       OPT_STEPS, OPT_WARMUP, OPT_ATOL, OPT_RTOL, OPT_JSON, OPT_OPS, OPT_THREADS,
+                                       OPT_DIRECT_CONV};
         for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
             if (strcmp(name, opt_name(all[k])) == 0) bit = all[k];
         if (!bit || !(allowed & bit)) return usage_error("%s: unknown option '%s'", cmd, name);
@@ -223,6 +228,7 @@ static int parse_options(const char *cmd, int argc, char **argv, int first, unsi
             if (bit == OPT_PAD_END) o->pad_end = 1;
             if (bit == OPT_JSON) o->json = 1;
             if (bit == OPT_OPS) o->ops = 1;
+            if (bit == OPT_DIRECT_CONV) o->direct_conv = 1;
             continue;
         }
         if (eq) val = eq + 1;
@@ -295,9 +301,12 @@ static char *fmt_bytes(size_t n, char *buf, size_t size)
     return buf;
 }
 
-static int load_model(const char *path, co_model **m)
+/* o NULL: the library's defaults (commands without load options) */
+static int load_model(const char *path, const options *o, co_model **m)
 {
-    co_status st = co_model_load(path, m);
+    co_load_options lo = {0};
+    lo.flags = o && o->direct_conv ? CO_LOAD_DIRECT_CONV : 0u;
+    co_status st = co_model_load_ex(path, &lo, m);
     if (st) return fail_co(st, "cannot load model '%s'", path);
     return 0;
 }
@@ -352,7 +361,7 @@ static int cmd_info(int argc, char **argv)
     int rc = parse_options("info", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_OPS, 1, &o);
     if (rc) return rc;
     co_model *m = NULL;
-    if (load_model(o.pos[0], &m)) return 1;
+    if (load_model(o.pos[0], NULL, &m)) return 1;
     const int n = co_model_node_count(m);
     char buf[256], buf2[256];
     printf("model         %s\n", o.pos[0]);
@@ -636,7 +645,7 @@ static int run_clip(const options *o, run_ctx *c, int64_t T, int64_t in_n, int64
 static int cmd_run(int argc, char **argv)
 {
     options o;
-    int rc = parse_options("run", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_INPUT | OPT_OUTPUT | OPT_PAD_END | OPT_THREADS, 1,
+    int rc = parse_options("run", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_INPUT | OPT_OUTPUT | OPT_PAD_END | OPT_THREADS | OPT_DIRECT_CONV, 1,
                            &o);
     if (rc) return rc;
     if (!o.input) return usage_error("run: --input CLIP.npy (or -) is required");
@@ -649,7 +658,7 @@ static int cmd_run(int argc, char **argv)
     int batch = o.batch;
     int64_t T = 0;
     if (from_stdin) {
-        if (load_model(o.pos[0], &c.m)) return 1;
+        if (load_model(o.pos[0], &o, &c.m)) return 1;
         if (pick_frame(c.m, &o, &frame, o.pos[0])) {
             run_free(&c);
             return 1;
@@ -682,7 +691,7 @@ static int cmd_run(int argc, char **argv)
             run_free(&c);
             return 1;
         }
-        if (load_model(o.pos[0], &c.m)) {
+        if (load_model(o.pos[0], &o, &c.m)) {
             run_free(&c);
             return 1;
         }
@@ -792,7 +801,7 @@ static int bench_open(const options *o, bench_ctx *b)
     char buf[256];
     co_status st;
     memset(b, 0, sizeof *b);
-    if (load_model(o->pos[0], &b->m)) return 1;
+    if (load_model(o->pos[0], o, &b->m)) return 1;
     if (pick_frame(b->m, o, &b->frame, o->pos[0])) return 1;
     if ((st = co_stream_create_shaped(b->m, o->batch, &b->frame, &b->s)))
         return fail_co(st, "cannot create a stream of batch %d, frame shape %s", o->batch, fmt_shape(&b->frame, buf, sizeof buf));
@@ -823,7 +832,7 @@ static co_status bench_step(bench_ctx *b, long i)
 static int cmd_bench(int argc, char **argv)
 {
     options o;
-    int rc = parse_options("bench", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_STEPS | OPT_WARMUP | OPT_THREADS | OPT_JSON, 1, &o);
+    int rc = parse_options("bench", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_STEPS | OPT_WARMUP | OPT_THREADS | OPT_DIRECT_CONV | OPT_JSON, 1, &o);
     if (rc) return rc;
     bench_ctx b;
     double *times = NULL;
@@ -964,7 +973,7 @@ static void print_profile_json(const options *o, const bench_ctx *b, const co_op
 static int cmd_profile(int argc, char **argv)
 {
     options o;
-    int rc = parse_options("profile", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_STEPS | OPT_WARMUP | OPT_THREADS | OPT_JSON, 1, &o);
+    int rc = parse_options("profile", argc, argv, 2, OPT_BATCH | OPT_FRAME | OPT_STEPS | OPT_WARMUP | OPT_THREADS | OPT_DIRECT_CONV | OPT_JSON, 1, &o);
     if (rc) return rc;
     bench_ctx b;
     co_op_info *ops = NULL;
