@@ -41,7 +41,9 @@ static inline float co_exp_poly(float x)
     int32_t tb;
     memcpy(&tb, &t, sizeof tb);
     const int32_t n = tb - round_magic_bits, n1 = n / 2, n2 = n - n1;
-    const int32_t b1 = (n1 + exp_bias) * (1 << mantissa_bits), b2 = (n2 + exp_bias) * (1 << mantissa_bits);
+    /* unsigned shifts: the same bits as (n + bias) * 2^23 where that fits, and no overflow for a
+     * NaN input (whose t carries arbitrary bits; its result is discarded below) */
+    const uint32_t b1 = (uint32_t)(n1 + exp_bias) << mantissa_bits, b2 = (uint32_t)(n2 + exp_bias) << mantissa_bits;
     float s1, s2;
     memcpy(&s1, &b1, sizeof s1);
     memcpy(&s2, &b2, sizeof s2);
