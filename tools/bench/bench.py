@@ -40,6 +40,27 @@ CHECK_STEPS = 6                 # steps compared after the warm-up
 SEED = 7
 WRONG_REL = 1e-3                # max |system - reference| / max |reference| above this is "wrong"
 STREAMS = 8                     # independent streams vs a lockstep batch of this size
+
+
+def l2_bytes():
+    """One core's L2 in bytes, from sysfs (0 where the system does not say)."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for idx in sorted(os.listdir(base)):
+            d = os.path.join(base, idx)
+            with open(os.path.join(d, "level")) as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(os.path.join(d, "size")) as f:
+                txt = f.read().strip().upper()
+            mult = {"K": 1 << 10, "M": 1 << 20}.get(txt[-1:], 1)
+            return int(txt.rstrip("KM")) * mult
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+L2_BYTES = l2_bytes()
 # The issue's targets (README, "Speed comparison").
 TARGET_VS_OTHERS = 0.5          # continual-c time / the faster correct other system
 TARGET_COMPUTE = 0.5            # of the sgemm peak
@@ -426,7 +447,7 @@ def main():
     pr("")
     tcols = ["C %dt ms" % t for t in extra_threads] + ["1t/%dt" % t for t in extra_threads]
     head = ["model", "B", "reference", "ORT", "continual-c", "C / faster other", "GFLOP/s", "% sgemm",
-            "GB/s weights", "% read bw", "roofline"] + tcols + ["check ref / ORT / C"]
+            "GB/s weights", "% read bw", "weight-read ceiling", "roofline"] + tcols + ["check ref / ORT / C"]
     pr("| " + " | ".join(head) + " |")
     pr("|---|--:|" + "--:|" * (len(head) - 3) + "---|")
     summary = {k: [] for k in ("others", "roofline", "threads", "streams", "forward")}
@@ -469,15 +490,23 @@ def main():
         bnd = models.bound(row, B)
         psg = gf / sg if (gf and sg) else None
         pbw = gbs / bw if (gbs and bw) else None
+        # The most of the sgemm peak a step can reach if its weights are read once from memory
+        # per step (float32, the measured read bandwidth): rows whose ceiling is under the
+        # compute target cannot meet it at any kernel speed unless the weights stay in cache.
+        # Weights that fit in one core's L2 are not streamed: no ceiling from memory then.
+        ceil = min(1.0, (2 * macs / (4 * params)) * bw / sg) if (macs and params and bw and sg) else None
+        in_l2 = bool(params and L2_BYTES and 4 * params <= L2_BYTES)
+        if in_l2:
+            ceil = None
         if ratio is not None:
             summary["others"].append((row, B, ratio, ratio <= TARGET_VS_OTHERS))
         roof = "–"
         if bnd == models.COMPUTE and psg is not None:
             roof = "compute %s" % ("ok" if psg >= TARGET_COMPUTE else "short")
-            summary["roofline"].append((row, B, bnd, psg, psg >= TARGET_COMPUTE))
+            summary["roofline"].append((row, B, bnd, psg, ceil, psg >= TARGET_COMPUTE))
         elif bnd == models.MEMORY and pbw is not None:
             roof = "memory %s" % ("ok" if pbw >= TARGET_MEMORY else "short")
-            summary["roofline"].append((row, B, bnd, pbw, pbw >= TARGET_MEMORY))
+            summary["roofline"].append((row, B, bnd, pbw, None, pbw >= TARGET_MEMORY))
         tc = []
         for t in extra_threads:
             tc.append(fmt_ms(res.get(("c", row.key, B, t))) if B > 1 else "")
@@ -493,11 +522,16 @@ def main():
         pr("| " + " | ".join([row.title, str(B), t_ref, t_ort, t_c,
                               ("%.2f" % ratio) if ratio is not None else "–",
                               "%.1f" % gf if gf else "–", "%.0f%%" % (100 * psg) if psg else "–",
-                              "%.1f" % gbs if gbs else "–", "%.0f%%" % (100 * pbw) if pbw else "–", roof]
+                              "%.1f" % gbs if gbs else "–", "%.0f%%" % (100 * pbw) if pbw else "–",
+                              ("%.0f%%" % (100 * ceil) if ceil else "in L2" if in_l2 else "–") if bnd == models.COMPUTE else "–",
+                              roof]
                              + tc + [chk]) + " |")
     pr("")
     pr("C / faster other: continual-c's time over the faster of the reference and ORT among those whose outputs "
        "are right. GFLOP/s = 2 x MACs/step (continual-c's plan) / time; GB/s = 4 bytes x parameters / time. "
+       "weight-read ceiling (compute-bound rows): min(100%%, 2 x MACs / (4 x parameters) x read bw / sgemm peak), "
+       "the share of the peak left when the weights stream from memory once per step (state reads not counted; "
+       "none where the weights fit in one core's L2). "
        "check: max |system - reference| / max |reference| over %d steady-state steps (wrong above %.0e of "
        "the output scale)." % (CHECK_STEPS, WRONG_REL))
     if not a.no_streams:
@@ -547,7 +581,8 @@ def main():
          lambda i: "%s b%d %.2f" % (i[0].title, i[1], i[2]))
     line("roofline (compute-bound >= %.0f%% sgemm peak, memory-bound b1 >= %.0f%% read bw)" % (
         100 * TARGET_COMPUTE, 100 * TARGET_MEMORY), summary["roofline"],
-        lambda i: "%s b%d %.0f%% %s" % (i[0].title, i[1], 100 * i[3], i[2]))
+        lambda i: "%s b%d %.0f%% %s%s" % (i[0].title, i[1], 100 * i[3], i[2],
+                                          " (weight-read ceiling %.0f%%)" % (100 * i[4]) if i[4] else ""))
     if not a.no_streams:
         line("%d streams in one call <= %.2fx lockstep batch %d" % (STREAMS, TARGET_STREAMS, STREAMS),
              summary["streams"], lambda i: "%s %.2f" % (i[0].title, i[1]))
