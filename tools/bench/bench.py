@@ -151,7 +151,7 @@ def measure_peak(cache, lib_dir, log):
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         return {"error": "cannot build peak.c: %s" % r.stderr.strip()[:300]}
-    log("measuring the peaks (sgemm, 256 MiB read) ...")
+    log("measuring the peaks (sgemm, 256 MiB and 32 MiB reads) ...")
     try:
         r = subprocess.run([exe], capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired:
@@ -438,6 +438,10 @@ def main():
     else:
         pr("peaks (1 core): sgemm %.1f GFLOP/s (continual-c's GEMM, %dx%d square); read %.1f GB/s (%d MiB buffer, %s)"
            % (sg, peak["sgemm_size"], peak["sgemm_size"], bw, peak["stream_mib"], peak["stream_isa"]))
+        if isinstance(peak.get("cached_gbs"), float):
+            pr("read from a %d MiB buffer, read again each pass (the last-level cache where it is that large): %.1f GB/s; "
+               "L2 %s" % (peak["cached_mib"], peak["cached_gbs"],
+                          "%d KiB per core" % (L2_BYTES >> 10) if L2_BYTES else "unknown"))
     if overhead.get("ok"):
         pr("continual-c timed through ctypes: %.2f us per call of timing overhead (a no-op C call, median)"
            % overhead["us"]["median"])
