@@ -24,6 +24,7 @@
 #include "kernels/conv_dw.h"
 #include "kernels/gemm.h"
 #include "kernels/threadpool.h"
+#include "kernels/weights.h"
 #include "kernels/winograd.h"
 
 typedef struct conv_params {
@@ -40,6 +41,12 @@ typedef struct conv_params {
      * N = kt * cout), wino_bytes apart; NULL when the conv is not eligible. Same allocation. */
     unsigned char *wino;
     size_t wino_bytes;
+    /* Conv1d with groups 1 (the vector form of a step): w (kt * cout x cin) packed as op(B) of
+     * co_gemm_packed, for co_times_weights (kernels/weights.h) — at batch > 1 the panels run at
+     * about twice the small-M dots on the unpacked rows; NULL otherwise. Same allocation, after
+     * the Winograd weights. */
+    unsigned char *wpack;
+    size_t wpack_bytes;
     co_fused_act act;        /* an activation fused into the output pass (src/core/fuse.c) */
 } conv_params;
 
@@ -651,6 +658,12 @@ static int conv_vector_form(const conv_params *p, const co_oprt *rt)
     return rt->aux[A_SO] == 1 && rt->aux[A_H] * rt->aux[A_W] == 1 && p->groups == 1 && rt->aux[A_DIRECT];
 }
 
+/* At build: whether w gets packed panels (p->wpack) — Conv1d with groups 1, whose every step is
+ * in the vector form (no spatial dims). */
+static int conv_packs_weights(const conv_params *p) { return p->nsd == 0 && p->groups == 1; }
+
+static void conv_pack_weights(conv_params *p) { co_gemm_pack_b(1, p->cin, p->kt * p->cout, p->w, p->kcol, p->wpack); }
+
 static int64_t conv_chunk_items(const co_oprt *rt, int64_t items)
 {
     int64_t c = CONV_COLS / rt->aux[A_SO];
@@ -737,7 +750,8 @@ static void conv_accumulate_chunk(const conv_job *job, int64_t f0, int64_t nf, f
             for (int64_t f = 0; f < nf; f++)
                 memcpy(col + f * p->cin, src[(f0 + f) / B] + ((f0 + f) % B) * fstride, (size_t)p->cin * sizeof(float));
         }
-        co_gemm_nt(nf, M, p->cin, X, p->cin, p->w, p->kcol, 0.0f, prod, M);
+        if (p->wpack) co_times_weights(nf, M, p->cin, X, p->cin, p->w, p->kcol, p->wpack, prod, M);
+        else co_gemm_nt(nf, M, p->cin, X, p->cin, p->w, p->kcol, 0.0f, prod, M);
     } else {
         for (int64_t g = 0; g < p->groups; g++) {
             const float *cm = col;
@@ -1237,7 +1251,8 @@ co_status co_build_conv(co_builder *b, const cJSON *node, const char *path, int 
     q.bias = bias;
     const int winograd = conv_winograd_eligible(&q) && !(co_load_flags(b) & CO_LOAD_DIRECT_CONV);
     const size_t wino_bytes = winograd ? co_gemm_pack_size(cin, k[0] * cout) : 0;
-    conv_params *p = co_alloc(sizeof *p + wfloats * sizeof(float) + CO_WINO_ELEMS * wino_bytes);
+    const size_t wpack_bytes = conv_packs_weights(&q) ? co_gemm_pack_size(cin, k[0] * cout) : 0;
+    conv_params *p = co_alloc(sizeof *p + wfloats * sizeof(float) + CO_WINO_ELEMS * wino_bytes + wpack_bytes);
     if (!p) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory for weights", path);
     *p = q;
     p->w = (float *)(p + 1);
@@ -1258,6 +1273,11 @@ co_status co_build_conv(co_builder *b, const cJSON *node, const char *path, int 
         p->wino_bytes = wino_bytes;
         wino_pack_weights(p, tmp);
         co_free(tmp);
+    }
+    if (wpack_bytes) {
+        p->wpack = (unsigned char *)(p->w + wfloats) + CO_WINO_ELEMS * wino_bytes;
+        p->wpack_bytes = wpack_bytes;
+        conv_pack_weights(p);
     }
     const int stateless = k[0] == 1 && s[0] == 1 && pd[0] == 0;
     co_op *op = co_emit(b, stateless ? &k_conv_stateless : &k_conv, path, 1, &in, p);
@@ -1293,7 +1313,7 @@ int co_conv_fold_affine(co_op *op, int clip_rank, int64_t channels, const float 
     const size_t wino_total = p->wino ? CO_WINO_ELEMS * p->wino_bytes : 0;
     float *tmp = NULL;
     if (p->wino && !(tmp = co_alloc((size_t)(CO_WINO_ELEMS * p->kt * p->cout * p->cin) * sizeof(float)))) return -1;
-    conv_params *q = co_alloc(sizeof *q + (size_t)(wfloats + p->cout) * sizeof(float) + wino_total);
+    conv_params *q = co_alloc(sizeof *q + (size_t)(wfloats + p->cout) * sizeof(float) + wino_total + p->wpack_bytes);
     if (!q) {
         co_free(tmp);
         return -1;
@@ -1313,6 +1333,10 @@ int co_conv_fold_affine(co_op *op, int clip_rank, int64_t channels, const float 
         q->wino = (unsigned char *)(bias + p->cout);
         wino_pack_weights(q, tmp);
         co_free(tmp);
+    }
+    if (p->wpack) {
+        q->wpack = (unsigned char *)(bias + p->cout) + wino_total;
+        conv_pack_weights(q);
     }
     co_free(op->params);
     op->params = q;
