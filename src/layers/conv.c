@@ -24,6 +24,7 @@
 #include "kernels/conv_dw.h"
 #include "kernels/gemm.h"
 #include "kernels/threadpool.h"
+#include "kernels/weights.h"
 #include "kernels/winograd.h"
 
 typedef struct conv_params {
@@ -40,6 +41,12 @@ typedef struct conv_params {
      * N = kt * cout), wino_bytes apart; NULL when the conv is not eligible. Same allocation. */
     unsigned char *wino;
     size_t wino_bytes;
+    /* Conv1d with groups 1 (the vector form of a step): w (kt * cout x cin) packed as op(B) of
+     * co_gemm_packed, for co_times_weights (kernels/weights.h) — at batch > 1 the panels run at
+     * about twice the small-M dots on the unpacked rows; NULL otherwise. Same allocation, after
+     * the Winograd weights. */
+    unsigned char *wpack;
+    size_t wpack_bytes;
     co_fused_act act;        /* an activation fused into the output pass (src/core/fuse.c) */
 } conv_params;
 
@@ -651,6 +658,12 @@ static int conv_vector_form(const conv_params *p, const co_oprt *rt)
     return rt->aux[A_SO] == 1 && rt->aux[A_H] * rt->aux[A_W] == 1 && p->groups == 1 && rt->aux[A_DIRECT];
 }
 
+/* At build: whether w gets packed panels (p->wpack) — Conv1d with groups 1, whose every step is
+ * in the vector form (no spatial dims). */
+static int conv_packs_weights(const conv_params *p) { return p->nsd == 0 && p->groups == 1; }
+
+static void conv_pack_weights(conv_params *p) { co_gemm_pack_b(1, p->cin, p->kt * p->cout, p->w, p->kcol, p->wpack); }
+
 static int64_t conv_chunk_items(const co_oprt *rt, int64_t items)
 {
     int64_t c = CONV_COLS / rt->aux[A_SO];
@@ -729,6 +742,12 @@ static void conv_accumulate_chunk(const conv_job *job, int64_t f0, int64_t nf, f
     const int64_t N = nf * So;
     float *col = scratch;
     float *prod = scratch + (vec ? job->chunk * p->cin : job->chunk * So * p->kcol);
+    /* No ring and one tap (k = 1): where the chunk's product has the layout of its items'
+     * outputs (one item, or feature-vector items of one stream), it is added onto them in place
+     * (beta 1) — no product scratch, no tap-add pass. */
+    const int in_place = !states && kt == 1 && (vec ? f0 / B == (f0 + nf - 1) / B : nf == 1);
+    const float beta = in_place ? 1.0f : 0.0f;
+    if (in_place) prod = job->out[f0 / B] + (f0 % B) * win;
     if (vec) {
         const float *X = col;
         if (f0 / B == (f0 + nf - 1) / B) {
@@ -737,7 +756,8 @@ static void conv_accumulate_chunk(const conv_job *job, int64_t f0, int64_t nf, f
             for (int64_t f = 0; f < nf; f++)
                 memcpy(col + f * p->cin, src[(f0 + f) / B] + ((f0 + f) % B) * fstride, (size_t)p->cin * sizeof(float));
         }
-        co_gemm_nt(nf, M, p->cin, X, p->cin, p->w, p->kcol, 0.0f, prod, M);
+        if (p->wpack) co_times_weights_beta(nf, M, p->cin, X, p->cin, p->w, p->kcol, p->wpack, beta, prod, M);
+        else co_gemm_nt(nf, M, p->cin, X, p->cin, p->w, p->kcol, beta, prod, M);
     } else {
         for (int64_t g = 0; g < p->groups; g++) {
             const float *cm = col;
@@ -756,14 +776,15 @@ static void conv_accumulate_chunk(const conv_job *job, int64_t f0, int64_t nf, f
                 }
             }
             if (p->groups == 1)
-                co_gemm_nn(M, N, p->kcol, p->w, p->kcol, cm, ldb, 0.0f, prod, N);
+                co_gemm_nn(M, N, p->kcol, p->w, p->kcol, cm, ldb, beta, prod, N);
             else
                 for (int64_t j = 0; j < kt; j++) {
                     const int64_t r = j * p->cout + g * cout_g;
-                    co_gemm_nn(cout_g, N, p->kcol, p->w + r * p->kcol, p->kcol, cm, ldb, 0.0f, prod + r * N, N);
+                    co_gemm_nn(cout_g, N, p->kcol, p->w + r * p->kcol, p->kcol, cm, ldb, beta, prod + r * N, N);
                 }
         }
     }
+    if (in_place) return;
     /* row r = j * cout + c of item f: at P + r * ld */
     const int64_t ld = vec ? 1 : N;
     for (int64_t f = 0; f < nf; f++) {
@@ -1023,6 +1044,76 @@ static void conv_add_bias(const conv_params *p, int64_t B, int64_t So, float *ou
                 for (int64_t i = 0; i < So; i++) out[b * win + c * So + i] += p->bias[c];
 }
 
+/* out (B x cout x So) = the bias of each channel (0 without one): the products add onto it. */
+static void conv_init_bias(const conv_params *p, int64_t B, int64_t So, float *out)
+{
+    const int64_t win = p->cout * So;
+    if (!p->bias) {
+        memset(out, 0, (size_t)(B * win) * sizeof(float));
+        return;
+    }
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t c = 0; c < p->cout; c++)
+            for (int64_t i = 0; i < So; i++) out[b * win + c * So + i] = p->bias[c];
+}
+
+/* A stateless 1x1 conv (groups 1, spatial stride 1, no padding) on frames of more than one
+ * pixel: per item, the frame is the column matrix. Such an output (e.g. 54 x 80x80 floats,
+ * 1.4 MB) does not stay in L2 between the passes over it (the bias, the product, the fused
+ * activation), so it is made by blocks of columns small enough that all three run while the
+ * block is in cache. The blocks are fixed by the shapes (tasks take blocks t, t + tasks, ...);
+ * every element is the same product, so the bits do not depend on the thread count. */
+enum { CONV_PW_BLOCK_FLOATS = 1 << 15, CONV_PW_MAX_TASKS = 16, CONV_PW_PARALLEL_MIN_MACS = 1 << 17 };
+
+typedef struct conv_pw_job {
+    const conv_params *p;
+    int64_t So, nb, blocks_per_item, blocks, tasks;
+    const float *src;
+    float *out;
+} conv_pw_job;
+
+static int conv_pointwise_blocked(const conv_params *p, const co_oprt *rt)
+{
+    /* smaller frames, several to a chunk, keep conv_accumulate's one product over the chunk */
+    return p->groups == 1 && rt->aux[A_DIRECT] && !conv_vector_form(p, rt) && conv_chunk_items(rt, rt->out.d[0]) == 1;
+}
+
+static void conv_pw_task(void *ctx, int task)
+{
+    const conv_pw_job *job = ctx;
+    const conv_params *p = job->p;
+    const int64_t So = job->So, win = p->cout * So;
+    for (int64_t k = task; k < job->blocks; k += job->tasks) {
+        const int64_t b = k / job->blocks_per_item, c0 = (k % job->blocks_per_item) * job->nb;
+        const int64_t n = min64(job->nb, So - c0);
+        float *o = job->out + b * win + c0;
+        for (int64_t c = 0; c < p->cout; c++) {
+            float *r = o + c * So;
+            const float v = p->bias ? p->bias[c] : 0.0f;
+            for (int64_t i = 0; i < n; i++) r[i] = v;
+        }
+        co_gemm_nn(p->cout, n, p->cin, p->w, p->kcol, job->src + b * p->cin * So + c0, So, 1.0f, o, So);
+        if (p->act.on)
+            for (int64_t c = 0; c < p->cout; c++) conv_activate(p, o + c * So, n);
+    }
+}
+
+static void conv_step_pointwise(const conv_params *p, const co_oprt *rt, const float *src, float *out)
+{
+    const int64_t B = rt->out.d[0], So = rt->aux[A_SO];
+    /* columns per block: a multiple of 32 (the panel width) with input and output in the block */
+    int64_t nb = CONV_PW_BLOCK_FLOATS / (p->cin + p->cout) / 32 * 32;
+    if (nb < 64) nb = 64;
+    if (nb > So) nb = So;
+    conv_pw_job job = {.p = p, .So = So, .nb = nb, .src = src, .out = out};
+    job.blocks_per_item = ceil_div(So, nb);
+    job.blocks = B * job.blocks_per_item;
+    const double macs = (double)B * (double)So * (double)p->cin * (double)p->cout;
+    job.tasks = macs < CONV_PW_PARALLEL_MIN_MACS ? 1 : min64(CONV_PW_MAX_TASKS, job.blocks);
+    if (job.tasks == 1) conv_pw_task(&job, 0);
+    else co_pool_run(co_pool_current(), (int)job.tasks, conv_pw_task, &job);
+}
+
 /* Stateless case (k=1, s=1, p=0): one product per frame, no ring. */
 static int conv_step_stateless(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out,
                                float *scratch)
@@ -1030,14 +1121,18 @@ static int conv_step_stateless(const co_op *op, const co_oprt *rt, void *state, 
     const conv_params *p = op->params;
     const int64_t B = rt->out.d[0], So = rt->aux[A_SO], win = p->cout * So;
     const int64_t S_in = rt->aux[A_H] * rt->aux[A_W];
-    memset(out, 0, (size_t)(B * win) * sizeof(float));
     if (conv_depthwise(p, rt)) {
+        memset(out, 0, (size_t)(B * win) * sizeof(float));
         float *d[1] = {out};
         conv_taps_depthwise(p, rt, B, in[0], p->cin * S_in, S_in, 0, 1, d, win, So, scratch);
+        conv_add_bias(p, B, So, out);
+    } else if (conv_pointwise_blocked(p, rt)) {
+        conv_step_pointwise(p, rt, in[0], out);
+        return 1;
     } else {
+        conv_init_bias(p, B, So, out);
         conv_accumulate(op, rt, 1, in, NULL, &out, scratch);
     }
-    conv_add_bias(p, B, So, out);
     conv_activate(p, out, B * win);
     return 1;
 }
@@ -1051,10 +1146,9 @@ static void conv_step_multi_stateless(const co_op *op, const co_oprt *rt, int n,
         for (int i = 0; i < n; i++) produced[i] = conv_step_stateless(op, rt, NULL, in + i, out[i], scratch);
         return;
     }
-    for (int i = 0; i < n; i++) memset(out[i], 0, (size_t)(B * win) * sizeof(float));
+    for (int i = 0; i < n; i++) conv_init_bias(p, B, So, out[i]);
     conv_accumulate(op, rt, n, in, NULL, out, scratch);
     for (int i = 0; i < n; i++) {
-        conv_add_bias(p, B, So, out[i]);
         conv_activate(p, out[i], B * win);
         produced[i] = 1;
     }
@@ -1237,7 +1331,8 @@ co_status co_build_conv(co_builder *b, const cJSON *node, const char *path, int 
     q.bias = bias;
     const int winograd = conv_winograd_eligible(&q) && !(co_load_flags(b) & CO_LOAD_DIRECT_CONV);
     const size_t wino_bytes = winograd ? co_gemm_pack_size(cin, k[0] * cout) : 0;
-    conv_params *p = co_alloc(sizeof *p + wfloats * sizeof(float) + CO_WINO_ELEMS * wino_bytes);
+    const size_t wpack_bytes = conv_packs_weights(&q) ? co_gemm_pack_size(cin, k[0] * cout) : 0;
+    conv_params *p = co_alloc(sizeof *p + wfloats * sizeof(float) + CO_WINO_ELEMS * wino_bytes + wpack_bytes);
     if (!p) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory for weights", path);
     *p = q;
     p->w = (float *)(p + 1);
@@ -1258,6 +1353,11 @@ co_status co_build_conv(co_builder *b, const cJSON *node, const char *path, int 
         p->wino_bytes = wino_bytes;
         wino_pack_weights(p, tmp);
         co_free(tmp);
+    }
+    if (wpack_bytes) {
+        p->wpack = (unsigned char *)(p->w + wfloats) + CO_WINO_ELEMS * wino_bytes;
+        p->wpack_bytes = wpack_bytes;
+        conv_pack_weights(p);
     }
     const int stateless = k[0] == 1 && s[0] == 1 && pd[0] == 0;
     co_op *op = co_emit(b, stateless ? &k_conv_stateless : &k_conv, path, 1, &in, p);
@@ -1293,7 +1393,7 @@ int co_conv_fold_affine(co_op *op, int clip_rank, int64_t channels, const float 
     const size_t wino_total = p->wino ? CO_WINO_ELEMS * p->wino_bytes : 0;
     float *tmp = NULL;
     if (p->wino && !(tmp = co_alloc((size_t)(CO_WINO_ELEMS * p->kt * p->cout * p->cin) * sizeof(float)))) return -1;
-    conv_params *q = co_alloc(sizeof *q + (size_t)(wfloats + p->cout) * sizeof(float) + wino_total);
+    conv_params *q = co_alloc(sizeof *q + (size_t)(wfloats + p->cout) * sizeof(float) + wino_total + p->wpack_bytes);
     if (!q) {
         co_free(tmp);
         return -1;
@@ -1313,6 +1413,10 @@ int co_conv_fold_affine(co_op *op, int clip_rank, int64_t channels, const float 
         q->wino = (unsigned char *)(bias + p->cout);
         wino_pack_weights(q, tmp);
         co_free(tmp);
+    }
+    if (p->wpack) {
+        q->wpack = (unsigned char *)(bias + p->cout) + wino_total;
+        conv_pack_weights(q);
     }
     co_free(op->params);
     op->params = q;
