@@ -42,9 +42,10 @@ typedef struct conv_params {
     unsigned char *wino;
     size_t wino_bytes;
     /* Conv1d with groups 1 (the vector form of a step): w (kt * cout x cin) packed as op(B) of
-     * co_gemm_packed, for co_times_weights (kernels/weights.h) — at batch > 1 the panels run at
-     * about twice the small-M dots on the unpacked rows; NULL otherwise. Same allocation, after
-     * the Winograd weights. */
+     * co_gemm_packed, used by every step whatever its item count — at batch > 1 the panels run
+     * at about twice the small-M dots on the unpacked rows, and one path for all counts keeps a
+     * stream stepped alone bit-identical to it in a multi-stream call; NULL otherwise. Same
+     * allocation, after the Winograd weights. */
     unsigned char *wpack;
     size_t wpack_bytes;
     co_fused_act act;        /* an activation fused into the output pass (src/core/fuse.c) */
@@ -756,7 +757,9 @@ static void conv_accumulate_chunk(const conv_job *job, int64_t f0, int64_t nf, f
             for (int64_t f = 0; f < nf; f++)
                 memcpy(col + f * p->cin, src[(f0 + f) / B] + ((f0 + f) % B) * fstride, (size_t)p->cin * sizeof(float));
         }
-        if (p->wpack) co_times_weights_beta(nf, M, p->cin, X, p->cin, p->w, p->kcol, p->wpack, beta, prod, M);
+        /* Packed panels for every item count, 1 included: a stream stepped alone and the same
+         * stream inside a multi-stream call must sum in the same order (bit-identical). */
+        if (p->wpack) co_gemm_packed(nf, M, p->cin, X, p->cin, p->wpack, beta, prod, M);
         else co_gemm_nt(nf, M, p->cin, X, p->cin, p->w, p->kcol, beta, prod, M);
     } else {
         for (int64_t g = 0; g < p->groups; g++) {
