@@ -1060,63 +1060,6 @@ static void conv_init_bias(const conv_params *p, int64_t B, int64_t So, float *o
             for (int64_t i = 0; i < So; i++) out[b * win + c * So + i] = p->bias[c];
 }
 
-/* A stateless 1x1 conv (groups 1, spatial stride 1, no padding) on frames of more than one
- * pixel: per item, the frame is the column matrix. Such an output (e.g. 54 x 80x80 floats,
- * 1.4 MB) does not stay in L2 between the passes over it (the bias, the product, the fused
- * activation), so it is made by blocks of columns small enough that all three run while the
- * block is in cache. The blocks are fixed by the shapes (tasks take blocks t, t + tasks, ...);
- * every element is the same product, so the bits do not depend on the thread count. */
-enum { CONV_PW_BLOCK_FLOATS = 1 << 15, CONV_PW_MAX_TASKS = 16, CONV_PW_PARALLEL_MIN_MACS = 1 << 17 };
-
-typedef struct conv_pw_job {
-    const conv_params *p;
-    int64_t So, nb, blocks_per_item, blocks, tasks;
-    const float *src;
-    float *out;
-} conv_pw_job;
-
-static int conv_pointwise_blocked(const conv_params *p, const co_oprt *rt)
-{
-    /* smaller frames, several to a chunk, keep conv_accumulate's one product over the chunk */
-    return p->groups == 1 && rt->aux[A_DIRECT] && !conv_vector_form(p, rt) && conv_chunk_items(rt, rt->out.d[0]) == 1;
-}
-
-static void conv_pw_task(void *ctx, int task)
-{
-    const conv_pw_job *job = ctx;
-    const conv_params *p = job->p;
-    const int64_t So = job->So, win = p->cout * So;
-    for (int64_t k = task; k < job->blocks; k += job->tasks) {
-        const int64_t b = k / job->blocks_per_item, c0 = (k % job->blocks_per_item) * job->nb;
-        const int64_t n = min64(job->nb, So - c0);
-        float *o = job->out + b * win + c0;
-        for (int64_t c = 0; c < p->cout; c++) {
-            float *r = o + c * So;
-            const float v = p->bias ? p->bias[c] : 0.0f;
-            for (int64_t i = 0; i < n; i++) r[i] = v;
-        }
-        co_gemm_nn(p->cout, n, p->cin, p->w, p->kcol, job->src + b * p->cin * So + c0, So, 1.0f, o, So);
-        if (p->act.on)
-            for (int64_t c = 0; c < p->cout; c++) conv_activate(p, o + c * So, n);
-    }
-}
-
-static void conv_step_pointwise(const conv_params *p, const co_oprt *rt, const float *src, float *out)
-{
-    const int64_t B = rt->out.d[0], So = rt->aux[A_SO];
-    /* columns per block: a multiple of 32 (the panel width) with input and output in the block */
-    int64_t nb = CONV_PW_BLOCK_FLOATS / (p->cin + p->cout) / 32 * 32;
-    if (nb < 64) nb = 64;
-    if (nb > So) nb = So;
-    conv_pw_job job = {.p = p, .So = So, .nb = nb, .src = src, .out = out};
-    job.blocks_per_item = ceil_div(So, nb);
-    job.blocks = B * job.blocks_per_item;
-    const double macs = (double)B * (double)So * (double)p->cin * (double)p->cout;
-    job.tasks = macs < CONV_PW_PARALLEL_MIN_MACS ? 1 : min64(CONV_PW_MAX_TASKS, job.blocks);
-    if (job.tasks == 1) conv_pw_task(&job, 0);
-    else co_pool_run(co_pool_current(), (int)job.tasks, conv_pw_task, &job);
-}
-
 /* Stateless case (k=1, s=1, p=0): one product per frame, no ring. */
 static int conv_step_stateless(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out,
                                float *scratch)
@@ -1129,9 +1072,6 @@ static int conv_step_stateless(const co_op *op, const co_oprt *rt, void *state, 
         float *d[1] = {out};
         conv_taps_depthwise(p, rt, B, in[0], p->cin * S_in, S_in, 0, 1, d, win, So, scratch);
         conv_add_bias(p, B, So, out);
-    } else if (conv_pointwise_blocked(p, rt)) {
-        conv_step_pointwise(p, rt, in[0], out);
-        return 1;
     } else {
         conv_init_bias(p, B, So, out);
         conv_accumulate(op, rt, 1, in, NULL, &out, scratch);
