@@ -20,21 +20,13 @@
  * without the panels' layout constraints. */
 enum { CO_WEIGHTS_SMALL_ROWS = 1 };
 
-/* y (rows x n, ldy) = beta y + x (rows x k, ldx) W^T for W (n x k, ldw), `packed` being
- * co_gemm_pack_b(1, k, n, W, ldw, ...); beta 0 or 1 (0: y is not read). */
-static inline void co_times_weights_beta(int64_t rows, int64_t n, int64_t k, const float *x, int64_t ldx,
-                                         const float *W, int64_t ldw, const void *packed, float beta, float *y,
-                                         int64_t ldy)
-{
-    if (rows <= CO_WEIGHTS_SMALL_ROWS) co_gemm_nt(rows, n, k, x, ldx, W, ldw, beta, y, ldy);
-    else co_gemm_packed(rows, n, k, x, ldx, packed, beta, y, ldy);
-}
-
-/* y (rows x n, ldy) = x (rows x k, ldx) W^T, as co_times_weights_beta with beta 0. */
+/* y (rows x n, ldy) = x (rows x k, ldx) W^T for W (n x k, ldw), `packed` being
+ * co_gemm_pack_b(1, k, n, W, ldw, ...). */
 static inline void co_times_weights(int64_t rows, int64_t n, int64_t k, const float *x, int64_t ldx, const float *W,
                                     int64_t ldw, const void *packed, float *y, int64_t ldy)
 {
-    co_times_weights_beta(rows, n, k, x, ldx, W, ldw, packed, 0.0f, y, ldy);
+    if (rows <= CO_WEIGHTS_SMALL_ROWS) co_gemm_nt(rows, n, k, x, ldx, W, ldw, 0.0f, y, ldy);
+    else co_gemm_packed(rows, n, k, x, ldx, packed, 0.0f, y, ldy);
 }
 
 #endif /* CO_WEIGHTS_H */

@@ -743,12 +743,6 @@ static void conv_accumulate_chunk(const conv_job *job, int64_t f0, int64_t nf, f
     const int64_t N = nf * So;
     float *col = scratch;
     float *prod = scratch + (vec ? job->chunk * p->cin : job->chunk * So * p->kcol);
-    /* No ring and one tap (k = 1): where the chunk's product has the layout of its items'
-     * outputs (one item, or feature-vector items of one stream), it is added onto them in place
-     * (beta 1) — no product scratch, no tap-add pass. */
-    const int in_place = !states && kt == 1 && (vec ? f0 / B == (f0 + nf - 1) / B : nf == 1);
-    const float beta = in_place ? 1.0f : 0.0f;
-    if (in_place) prod = job->out[f0 / B] + (f0 % B) * win;
     if (vec) {
         const float *X = col;
         if (f0 / B == (f0 + nf - 1) / B) {
@@ -759,8 +753,8 @@ static void conv_accumulate_chunk(const conv_job *job, int64_t f0, int64_t nf, f
         }
         /* Packed panels for every item count, 1 included: a stream stepped alone and the same
          * stream inside a multi-stream call must sum in the same order (bit-identical). */
-        if (p->wpack) co_gemm_packed(nf, M, p->cin, X, p->cin, p->wpack, beta, prod, M);
-        else co_gemm_nt(nf, M, p->cin, X, p->cin, p->w, p->kcol, beta, prod, M);
+        if (p->wpack) co_gemm_packed(nf, M, p->cin, X, p->cin, p->wpack, 0.0f, prod, M);
+        else co_gemm_nt(nf, M, p->cin, X, p->cin, p->w, p->kcol, 0.0f, prod, M);
     } else {
         for (int64_t g = 0; g < p->groups; g++) {
             const float *cm = col;
@@ -779,15 +773,14 @@ static void conv_accumulate_chunk(const conv_job *job, int64_t f0, int64_t nf, f
                 }
             }
             if (p->groups == 1)
-                co_gemm_nn(M, N, p->kcol, p->w, p->kcol, cm, ldb, beta, prod, N);
+                co_gemm_nn(M, N, p->kcol, p->w, p->kcol, cm, ldb, 0.0f, prod, N);
             else
                 for (int64_t j = 0; j < kt; j++) {
                     const int64_t r = j * p->cout + g * cout_g;
-                    co_gemm_nn(cout_g, N, p->kcol, p->w + r * p->kcol, p->kcol, cm, ldb, beta, prod + r * N, N);
+                    co_gemm_nn(cout_g, N, p->kcol, p->w + r * p->kcol, p->kcol, cm, ldb, 0.0f, prod + r * N, N);
                 }
         }
     }
-    if (in_place) return;
     /* row r = j * cout + c of item f: at P + r * ld */
     const int64_t ld = vec ? 1 : N;
     for (int64_t f = 0; f < nf; f++) {
@@ -1047,19 +1040,6 @@ static void conv_add_bias(const conv_params *p, int64_t B, int64_t So, float *ou
                 for (int64_t i = 0; i < So; i++) out[b * win + c * So + i] += p->bias[c];
 }
 
-/* out (B x cout x So) = the bias of each channel (0 without one): the products add onto it. */
-static void conv_init_bias(const conv_params *p, int64_t B, int64_t So, float *out)
-{
-    const int64_t win = p->cout * So;
-    if (!p->bias) {
-        memset(out, 0, (size_t)(B * win) * sizeof(float));
-        return;
-    }
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t c = 0; c < p->cout; c++)
-            for (int64_t i = 0; i < So; i++) out[b * win + c * So + i] = p->bias[c];
-}
-
 /* Stateless case (k=1, s=1, p=0): one product per frame, no ring. */
 static int conv_step_stateless(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out,
                                float *scratch)
@@ -1067,15 +1047,14 @@ static int conv_step_stateless(const co_op *op, const co_oprt *rt, void *state, 
     const conv_params *p = op->params;
     const int64_t B = rt->out.d[0], So = rt->aux[A_SO], win = p->cout * So;
     const int64_t S_in = rt->aux[A_H] * rt->aux[A_W];
+    memset(out, 0, (size_t)(B * win) * sizeof(float));
     if (conv_depthwise(p, rt)) {
-        memset(out, 0, (size_t)(B * win) * sizeof(float));
         float *d[1] = {out};
         conv_taps_depthwise(p, rt, B, in[0], p->cin * S_in, S_in, 0, 1, d, win, So, scratch);
-        conv_add_bias(p, B, So, out);
     } else {
-        conv_init_bias(p, B, So, out);
         conv_accumulate(op, rt, 1, in, NULL, &out, scratch);
     }
+    conv_add_bias(p, B, So, out);
     conv_activate(p, out, B * win);
     return 1;
 }
@@ -1089,9 +1068,10 @@ static void conv_step_multi_stateless(const co_op *op, const co_oprt *rt, int n,
         for (int i = 0; i < n; i++) produced[i] = conv_step_stateless(op, rt, NULL, in + i, out[i], scratch);
         return;
     }
-    for (int i = 0; i < n; i++) conv_init_bias(p, B, So, out[i]);
+    for (int i = 0; i < n; i++) memset(out[i], 0, (size_t)(B * win) * sizeof(float));
     conv_accumulate(op, rt, n, in, NULL, out, scratch);
     for (int i = 0; i < n; i++) {
+        conv_add_bias(p, B, So, out[i]);
         conv_activate(p, out[i], B * win);
         produced[i] = 1;
     }
