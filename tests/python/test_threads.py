@@ -39,6 +39,11 @@ NETS = [
                         (16, 10, 10))),
     ("conv1d", lambda: (co.Sequential(co.Conv1d(64, 128, 5, padding=2), nn.ReLU(), co.Conv1d(128, 128, 5),
                                       co.Linear(128, 64, channel_dim=1)), (64,))),
+    # the pooled feature-vector step (items split over threads) after a serial replicate start,
+    # and a strided conv whose windows are not all emitted
+    ("conv1d_replicate_stride", lambda: (co.Sequential(
+        co.Conv1d(64, 128, 5, padding=2, padding_mode="replicate"), nn.ReLU(),
+        co.Conv1d(128, 96, 3, stride=2)), (64,))),
     ("encoder", _encoder),
     ("cox3d_small", _cox3d_small),
 ]
