@@ -73,7 +73,7 @@ static int fold_into(co_op *producer, const co_op *reader)
     co_pointwise act;
     if (co_affine_coefs(reader, &clip_rank, &channels, &scale, &shift))
         return co_conv_fold_affine(producer, clip_rank, channels, scale, shift);
-    if (co_op_pointwise(reader, &act))
+    if (co_op_pointwise(reader, &act) || co_graph_pointwise(reader, &act))
         return co_conv_fuse_pointwise(producer, &act) || co_affine_fuse_pointwise(producer, &act) ||
                co_reduce_fuse_pointwise(producer, &act);
     return 0;

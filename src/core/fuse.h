@@ -7,7 +7,8 @@
  *   conv -> BatchNorm (eval, running statistics: y = x * scale[c] + shift[c]):
  *       the conv's weights of output channel c times scale[c], its bias b[c] * scale[c] +
  *       shift[c]. Exact up to rounding (x (w s) instead of (x w) s).
- *   conv, BatchNorm or reduction of branches -> element-wise activation (ReLU, Sigmoid, ...): the activation is applied
+ *   conv, BatchNorm or reduction of branches -> element-wise activation (ReLU, Sigmoid, ..., and a traced
+ *       graph that is one element-wise function, such as Swish written x * sigmoid(x)): the activation is applied
  *       by the producer to each output row as it writes it. Exact (the same formula on the same
  *       values).
  * The folded op stays in the plan as kind "folded" (no MACs, no state, runs nothing), so the
@@ -41,6 +42,9 @@ int co_affine_coefs(const co_op *op, int *clip_rank, int64_t *channels, const fl
 int co_affine_fuse_pointwise(co_op *op, const co_pointwise *act);
 /* activation.c: the formula of an element-wise op. */
 int co_op_pointwise(const co_op *op, co_pointwise *f);
+/* graph.c: the formula of a traced graph that is one element-wise function of its input (a
+ * Swish written x * sigmoid(x) among them: SiLU in product form). */
+int co_graph_pointwise(const co_op *op, co_pointwise *f);
 /* conv.c: folds y = x * scale[c] + shift[c] (over channels of clips of clip_rank) into the conv's
  * weights and bias; 0 also when the shapes do not match (the norm's own check then reports it).
  * -1: out of memory (the op is left as it was). */

@@ -35,24 +35,31 @@ static inline float relu6f(float v)
     return 6.0f < v ? 6.0f : v;
 }
 
-/* sigmoid (silu 0) or SiLU (silu 1) on the widest vectors the CPU runs: the same loop, the same
- * bits (pointwise_exp.h) */
-static void sigmoid_rows(int silu, const float *x, float *y, int64_t n)
+typedef enum { SIG_SIGMOID, SIG_SILU, SIG_SWISH } sig_form;
+
+/* sigmoid, SiLU or x * sigmoid(x) (pointwise_exp.h) on the widest vectors the CPU runs: the same
+ * loop, the same bits */
+static void sigmoid_rows(sig_form form, const float *x, float *y, int64_t n)
 {
 #if defined(CO_GEMM_X86)
+    static void (*const wide[2][3])(const float *, float *, int64_t) = {
+        {co_sigmoid_avx512, co_silu_avx512, co_swish_avx512}, {co_sigmoid_avx2, co_silu_avx2, co_swish_avx2}};
     switch (co_cpu_isa()) {
     case CO_ISA_AVX512:
-        (silu ? co_silu_avx512 : co_sigmoid_avx512)(x, y, n);
+        wide[0][form](x, y, n);
         return;
     case CO_ISA_AVX2:
-        (silu ? co_silu_avx2 : co_sigmoid_avx2)(x, y, n);
+        wide[1][form](x, y, n);
         return;
     default:
         break;
     }
 #endif
-    if (silu) co_silu_loop(x, y, n);
-    else co_sigmoid_loop(x, y, n);
+    switch (form) {
+    case SIG_SIGMOID: co_sigmoid_loop(x, y, n); break;
+    case SIG_SILU: co_silu_loop(x, y, n); break;
+    case SIG_SWISH: co_swish_loop(x, y, n); break;
+    }
 }
 
 static void pointwise_serial(const co_pointwise *p, const float *x, float *y, int64_t n)
@@ -69,13 +76,13 @@ static void pointwise_serial(const co_pointwise *p, const float *x, float *y, in
         for (int64_t i = 0; i < n; i++) y[i] = x[i] < a ? a : (x[i] > b ? b : x[i]);
         break;
     case CO_PW_SIGMOID:
-        sigmoid_rows(0, x, y, n);
+        sigmoid_rows(SIG_SIGMOID, x, y, n);
         break;
     case CO_PW_TANH:
         for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
         break;
     case CO_PW_SILU:
-        sigmoid_rows(1, x, y, n);
+        sigmoid_rows(a != 0.0f ? SIG_SWISH : SIG_SILU, x, y, n);
         break;
     case CO_PW_MISH:
         for (int64_t i = 0; i < n; i++) y[i] = x[i] * tanhf(log1pf(expf(x[i])));

@@ -17,7 +17,8 @@ typedef enum co_pw_kind {
     CO_PW_HARDTANH, /* clamp(x, a, b); also ReLU6 (0, 6) and clamp (±inf for a missing bound) */
     CO_PW_SIGMOID,
     CO_PW_TANH,
-    CO_PW_SILU,
+    CO_PW_SILU, /* a = 0: x / (1 + exp(-x)), as torch's silu; a = 1: x * sigmoid(x), the rounding of a traced
+                 * `x * torch.sigmoid(x)` (sigmoid rounded, then one product: graph.c folds that pair) */
     CO_PW_MISH,
     CO_PW_HARDSWISH,
     CO_PW_HARDSIGMOID,

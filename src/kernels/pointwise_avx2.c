@@ -8,4 +8,5 @@
 #if defined(CO_GEMM_X86) && defined(__AVX2__)
 void co_sigmoid_avx2(const float *x, float *y, int64_t n) { co_sigmoid_loop(x, y, n); }
 void co_silu_avx2(const float *x, float *y, int64_t n) { co_silu_loop(x, y, n); }
+void co_swish_avx2(const float *x, float *y, int64_t n) { co_swish_loop(x, y, n); }
 #endif

@@ -8,4 +8,5 @@
 #if defined(CO_GEMM_X86) && defined(__AVX512F__)
 void co_sigmoid_avx512(const float *x, float *y, int64_t n) { co_sigmoid_loop(x, y, n); }
 void co_silu_avx512(const float *x, float *y, int64_t n) { co_silu_loop(x, y, n); }
+void co_swish_avx512(const float *x, float *y, int64_t n) { co_swish_loop(x, y, n); }
 #endif

@@ -51,7 +51,9 @@ static inline float co_exp_poly(float x)
     return x != x ? x : e;
 }
 
-/* y = sigmoid(x) and y = silu(x) = x sigmoid(x), as the loops the compiler vectorises */
+/* y = sigmoid(x), y = silu(x) = x / (1 + exp(-x)) (torch's silu) and y = x * sigmoid(x) (a Swish
+ * written as a product: the sigmoid rounded to float, then one product, so the bits of sigmoid
+ * followed by a multiply), as the loops the compiler vectorises */
 static inline void co_sigmoid_loop(const float *x, float *y, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + co_exp_poly(-x[i]));
@@ -62,10 +64,20 @@ static inline void co_silu_loop(const float *x, float *y, int64_t n)
     for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + co_exp_poly(-x[i]));
 }
 
+static inline void co_swish_loop(const float *x, float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float s = 1.0f / (1.0f + co_exp_poly(-x[i]));
+        y[i] = x[i] * s;
+    }
+}
+
 /* The wide builds (x86-64 with CO_GEMM_X86; call only when co_cpu_isa() says the CPU runs them). */
 void co_sigmoid_avx512(const float *x, float *y, int64_t n);
 void co_silu_avx512(const float *x, float *y, int64_t n);
+void co_swish_avx512(const float *x, float *y, int64_t n);
 void co_sigmoid_avx2(const float *x, float *y, int64_t n);
 void co_silu_avx2(const float *x, float *y, int64_t n);
+void co_swish_avx2(const float *x, float *y, int64_t n);
 
 #endif /* CO_POINTWISE_EXP_H */

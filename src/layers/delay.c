@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/build.h"
+#include "kernels/threadpool.h"
 
 enum shrink { SHRINK_NONE, SHRINK_CENTERED, SHRINK_LAGGING };
 typedef struct delay_params { int64_t d; int shrink; } delay_params;
@@ -47,15 +48,46 @@ static co_status delay_check_state(const co_op *op, const co_oprt *rt, const voi
     return CO_OK;
 }
 
+/* A step moves the oldest frame out and the new one into its slot. Both copies run chunk by
+ * chunk (DELAY_CHUNK_FLOATS), so the slot is read and rewritten while it is in cache: one pass
+ * over the ring instead of two. Frames of at least DELAY_PARALLEL_MIN floats spread their
+ * chunks over the current pool (copies: the bits cannot depend on who copies what). */
+enum { DELAY_CHUNK_FLOATS = 1 << 13, DELAY_CHUNKS_PER_TASK = 2, DELAY_PARALLEL_MIN = 1 << 15 };
+
+typedef struct delay_job {
+    const float *in;
+    float *slot, *out; /* out NULL: nothing is emitted this step */
+    int64_t n;
+} delay_job;
+
+static void delay_move(const delay_job *j, int64_t c0, int64_t c1)
+{
+    for (int64_t at = c0; at < c1; at += DELAY_CHUNK_FLOATS) {
+        const int64_t len = c1 - at < DELAY_CHUNK_FLOATS ? c1 - at : DELAY_CHUNK_FLOATS;
+        if (j->out) memcpy(j->out + at, j->slot + at, (size_t)len * sizeof(float));
+        memcpy(j->slot + at, j->in + at, (size_t)len * sizeof(float));
+    }
+}
+
+static void delay_task(void *ctx, int task)
+{
+    const delay_job *j = ctx;
+    const int64_t span = (int64_t)DELAY_CHUNK_FLOATS * DELAY_CHUNKS_PER_TASK, c0 = task * span;
+    delay_move(j, c0, c0 + span < j->n ? c0 + span : j->n);
+}
+
 static int delay_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
 {
+    (void)scratch;
     const delay_params *p = op->params;
     delay_head *h = state;
     const int64_t n = co_tshape_numel(&rt->out);
-    float *slot = (float *)(h + 1) + h->pos * n;
     int emit = h->count >= startup(p);
-    if (emit) memcpy(out, slot, (size_t)n * sizeof(float));
-    memcpy(slot, in[0], (size_t)n * sizeof(float));
+    delay_job j = {in[0], (float *)(h + 1) + h->pos * n, emit ? out : NULL, n};
+    co_pool *pool = n >= DELAY_PARALLEL_MIN ? co_pool_current() : NULL;
+    const int64_t span = (int64_t)DELAY_CHUNK_FLOATS * DELAY_CHUNKS_PER_TASK;
+    if (pool) co_pool_run(pool, (int)((n + span - 1) / span), delay_task, &j);
+    else delay_move(&j, 0, n);
     h->pos = (h->pos + 1) % p->d;
     if (!emit) h->count++;
     return emit;

@@ -7,7 +7,9 @@
  * be earlier values, axes and sizes bounded), `param` ops claim their tensors (a tensor that
  * two param ops name is claimed once and shared), and eval-mode batch norm statistics are
  * folded into a per-channel scale and shift; "unused" state_dict entries are claimed unread.
- * The whole graph is ONE op of class "graph": stateless, receptive field 1.
+ * The whole graph is ONE op of class "graph": stateless, receptive field 1. Then x * sigmoid(x)
+ * becomes one SiLU op in product form (fold_swish), and a graph that is one element-wise
+ * function of its input says so (co_graph_pointwise) so that src/core/fuse.c can fold it.
  *
  * Resolve: value 0 is the frame (B, C, *S) — for a clip (B, C, T, *S) the frame is the clip with
  * axis 2 removed — and every value's shape is inferred from it with torch's rules; a mismatch
@@ -37,6 +39,7 @@
 #include <string.h>
 
 #include "core/build.h"
+#include "core/fuse.h"
 #include "kernels/gemm.h"
 #include "kernels/pointwise.h"
 
@@ -137,6 +140,8 @@ typedef struct graph_params {
     char *source; /* the traced module or function, for messages; owned, may be NULL */
     int frame_ndim; /* > 0: the frame shape (without batch) the graph was traced at, checked at */
     int64_t frame[G_MAX_RANK]; /* resolve: reshapes recorded for one shape mean nothing at another */
+    int elementwise;           /* the graph is one element-wise function `pw` of its input, same shape */
+    co_pointwise pw;           /* (see graph_elementwise): the fusion pass may fold it into its producer */
 } graph_params;
 
 /* ================================ resolved values ================================ */
@@ -1589,6 +1594,113 @@ static co_status claim_unused(co_builder *b, const cJSON *node, const char *path
     return CO_OK;
 }
 
+/* ================================ rewrites at load ================================ */
+
+/* Ops of p that read value v (the graph output counts as a reader). */
+static int value_readers(const graph_params *p, int v)
+{
+    int n = p->output == v;
+    for (int i = 0; i < p->n_ops; i++)
+        for (int k = 0; k < p->ops[i].n_in; k++) n += p->ops[i].in[k] == v;
+    return n;
+}
+
+/* x * sigmoid(x) (how X3D and others write Swish) becomes one SiLU op in product form
+ * (CO_PW_SILU, a = 1: pointwise.h), where the sigmoid has no reader but the product: one pass
+ * instead of two and no intermediate value, with the bits of sigmoid then multiply (the same
+ * sigmoid loop, then one rounded product). The sigmoid op stays as an identity view that nobody
+ * reads, so value ids do not move. */
+static void fold_swish(graph_params *p)
+{
+    for (int i = 0; i < p->n_ops; i++) {
+        g_op *m = &p->ops[i];
+        if (m->kind != G_BINARY || m->sub != GB_MUL) continue;
+        for (int k = 0; k < 2; k++) {
+            const int s = m->in[k], x = m->in[1 - k];
+            if (s < 1) continue;
+            g_op *sg = &p->ops[s - 1];
+            if (sg->kind != G_POINTWISE || sg->pw.kind != CO_PW_SIGMOID || sg->in[0] != x || value_readers(p, s) != 1)
+                continue;
+            m->kind = G_POINTWISE;
+            m->pw = (co_pointwise){CO_PW_SILU, 1.0f, 0.0f, 0.0f};
+            m->n_in = 1;
+            m->in[0] = x;
+            m->in[1] = 0;
+            sg->pw = (co_pointwise){CO_PW_IDENTITY, 0.0f, 0.0f, 0.0f};
+            sg->alias = 1;
+            break;
+        }
+    }
+}
+
+/* A reshape that keeps the batch as axis 0 and fixes every other axis: 1 and the product of
+ * those axes in *numel, else 0. */
+static int batch_reshape(const g_op *g, int64_t *numel)
+{
+    if (g->n_shape < 1 || g->shape[0].bn != 1 || g->shape[0].bd != 1) return 0;
+    int64_t n = 1;
+    for (int a = 1; a < g->n_shape; a++) {
+        if (g->shape[a].bd != 0 || g->shape[a].v < 1) return 0;
+        n = count_mul(n, g->shape[a].v);
+    }
+    *numel = n;
+    return 1;
+}
+
+/* Whether the graph is one element-wise function of its input with the input's shape (so that
+ * the fusion pass may fold it into the op producing its input, src/core/fuse.c): one computed
+ * op, a pointwise one, on value 0 seen through views; every other op a view; every reshape keeps
+ * the batch and the traced frame's element count, and the one nearest the output gives the
+ * traced frame back. A zoo Swish (reshape, x * sigmoid(x), reshape) is one once fold_swish ran.
+ * Such a graph means the same at any frame shape, so folding it drops no needed shape check. */
+static int graph_elementwise(const graph_params *p, co_pointwise *f)
+{
+    int e = -1;
+    int64_t frame_numel = 1;
+    for (int a = 0; a < p->frame_ndim; a++) frame_numel = count_mul(frame_numel, p->frame[a]);
+    for (int i = 0; i < p->n_ops; i++) {
+        const g_op *g = &p->ops[i];
+        int64_t n = 0;
+        if (g->kind == G_POINTWISE && !g->alias) {
+            if (e >= 0) return 0;
+            e = i;
+        } else if (g->kind == G_RESHAPE) {
+            if (!p->frame_ndim || !batch_reshape(g, &n) || n != frame_numel) return 0;
+        } else if (!(g->kind == G_POINTWISE && g->alias)) {
+            return 0;
+        }
+    }
+    if (e < 0) return 0;
+    int v = p->ops[e].in[0];
+    while (v > 0 && p->ops[v - 1].alias) v = p->ops[v - 1].in[0];
+    if (v != 0) return 0;
+    int reshaped = 0;
+    for (v = p->output; v > 0 && v != e + 1 && p->ops[v - 1].alias; v = p->ops[v - 1].in[0]) {
+        const g_op *g = &p->ops[v - 1];
+        if (g->kind != G_RESHAPE || reshaped) continue;
+        reshaped = 1;
+        int same = g->n_shape == p->frame_ndim + 1;
+        for (int a = 0; same && a < p->frame_ndim; a++) same = g->shape[a + 1].v == p->frame[a];
+        if (!same) return 0;
+    }
+    if (v != e + 1) return 0;
+    /* no reshape after the function: the reshapes before it must then leave the frame as it was */
+    if (!reshaped)
+        for (int i = 0; i < e; i++)
+            if (p->ops[i].kind == G_RESHAPE) return 0;
+    *f = p->ops[e].pw;
+    return 1;
+}
+
+int co_graph_pointwise(const co_op *op, co_pointwise *f)
+{
+    if (op->cls != &k_graph) return 0;
+    const graph_params *p = op->params;
+    if (!p->elementwise) return 0;
+    *f = p->pw;
+    return 1;
+}
+
 static co_status build_graph(co_builder *b, const cJSON *node, const char *path, int in, int *out, co_props *props)
 {
     if (in < 0)
@@ -1649,6 +1761,8 @@ static co_status build_graph(co_builder *b, const cJSON *node, const char *path,
         return st;
     }
     if (c.batch_entries) co_mark_batch_bound(b); /* a batch entry with a divisor: batch 1 may not divide */
+    fold_swish(p);
+    p->elementwise = graph_elementwise(p, &p->pw);
     co_op *op = co_emit(b, &k_graph, path, 1, &in, p); /* frees p on failure */
     if (!op) return co_emit_failure(b);
     *out = op->out;

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "core/build.h"
+#include "kernels/threadpool.h"
 
 typedef struct pool_params {
     int is_max, adaptive, nsd;
@@ -127,9 +128,83 @@ static float pool_plane(const pool_params *p, const co_oprt *rt, const float *pl
 }
 
 /* ---- spatial pooling of one frame: (rows, H*W) -> (rows, Ho*Wo): max, or sum (avg) ---- */
+
+/* Global pooling (one output per plane: the SE's average pool) takes POOL_PLANES planes at a
+ * time, each in its own accumulator: the same additions in the same order as pool_plane (so
+ * the same bits), but POOL_PLANES independent chains instead of one long dependent one. Frames of
+ * at least POOL_PARALLEL_MIN floats run on the current pool in tasks of a whole number of plane
+ * groups fixed by the shape alone (about POOL_TASK_FLOATS each), so results do not depend on the
+ * thread count. */
+enum { POOL_PLANES = 8, POOL_TASK_FLOATS = 1 << 14, POOL_PARALLEL_MIN = 1 << 15 };
+
+typedef struct global_job {
+    int is_max;
+    const float *x;
+    int64_t rows, row_stride, S, rows_per_task;
+    float *y;
+} global_job;
+
+static void pool_global_rows(const global_job *j, int64_t r0, int64_t r1)
+{
+    const float init = j->is_max ? -INFINITY : 0.0f;
+    int64_t r = r0;
+    for (; r + POOL_PLANES <= r1; r += POOL_PLANES) {
+        const float *x = j->x + r * j->row_stride;
+        float acc[POOL_PLANES];
+        for (int k = 0; k < POOL_PLANES; k++) acc[k] = init;
+        if (j->is_max)
+            for (int64_t i = 0; i < j->S; i++)
+                for (int k = 0; k < POOL_PLANES; k++) {
+                    const float v = x[k * j->row_stride + i];
+                    acc[k] = (v > acc[k] || isnan(v)) ? v : acc[k];
+                }
+        else
+            for (int64_t i = 0; i < j->S; i++)
+                for (int k = 0; k < POOL_PLANES; k++) acc[k] += x[k * j->row_stride + i];
+        for (int k = 0; k < POOL_PLANES; k++) j->y[r + k] = acc[k];
+    }
+    for (; r < r1; r++) {
+        const float *x = j->x + r * j->row_stride;
+        float acc = init;
+        for (int64_t i = 0; i < j->S; i++) {
+            const float v = x[i];
+            if (j->is_max) acc = (v > acc || isnan(v)) ? v : acc;
+            else acc += v;
+        }
+        j->y[r] = acc;
+    }
+}
+
+static void pool_global_task(void *ctx, int task)
+{
+    const global_job *j = ctx;
+    const int64_t r0 = (int64_t)task * j->rows_per_task, r1 = r0 + j->rows_per_task;
+    pool_global_rows(j, r0, r1 < j->rows ? r1 : j->rows);
+}
+
+static void pool_global(const pool_params *p, const float *x, int64_t rows, int64_t row_stride, int64_t S, float *y)
+{
+    global_job j = {p->is_max, x, rows, row_stride, S, rows, y};
+    co_pool *pool = rows * S >= POOL_PARALLEL_MIN ? co_pool_current() : NULL;
+    if (pool) {
+        const int64_t groups = (POOL_TASK_FLOATS + POOL_PLANES * S - 1) / (POOL_PLANES * S);
+        j.rows_per_task = groups * POOL_PLANES;
+    }
+    const int tasks = (int)((rows + j.rows_per_task - 1) / j.rows_per_task);
+    if (tasks > 1) co_pool_run(pool, tasks, pool_global_task, &j);
+    else pool_global_rows(&j, 0, rows);
+}
+
 static void pool_frame(const pool_params *p, const co_oprt *rt, const float *x, int64_t rows, int64_t row_stride, float *y)
 {
-    const int64_t Ho = rt->aux[A_HO], Wo = rt->aux[A_WO];
+    const int64_t Ho = rt->aux[A_HO], Wo = rt->aux[A_WO], H = rt->aux[A_H], W = rt->aux[A_W];
+    if (Ho == 1 && Wo == 1) {
+        const spatial_window w = window_of(p, rt, 0, 0);
+        if (w.h0 == 0 && w.h1 == H && w.hs == 1 && w.w0 == 0 && w.w1 == W && w.ws == 1) { /* the whole plane */
+            pool_global(p, x, rows, row_stride, H * W, y);
+            return;
+        }
+    }
     for (int64_t r = 0; r < rows; r++) {
         const float *plane = x + r * row_stride;
         for (int64_t oh = 0; oh < Ho; oh++)

@@ -3,7 +3,9 @@
  * kernel set this CPU runs give the bits of the portable loop, on random values, every 65537th
  * float bit pattern (denormals, huge values, inf and NaN among them) and lengths with vector
  * tails, as does the library's dispatch (co_pointwise_run); and the portable loop is within a
- * few ulp of a double-precision sigmoid.
+ * few ulp of a double-precision sigmoid. SiLU in product form (CO_PW_SILU, a = 1: a traced
+ * x * sigmoid(x) folded into one op) gives, on every kernel set, the bits of the sigmoid loop
+ * followed by one float product, which is what the unfolded graph computes.
  */
 #include <math.h>
 #include <stdio.h>
@@ -69,6 +71,22 @@ static void run_silu(const float *x, float *y, int64_t n)
     co_pointwise_run(&pw, x, y, n);
 }
 
+/* SiLU in product form through the dispatch, and the unfolded graph: sigmoid, then x * s */
+static void run_swish(const float *x, float *y, int64_t n)
+{
+    const co_pointwise pw = {CO_PW_SILU, 1.0f, 0.0f, 0.0f};
+    co_pointwise_run(&pw, x, y, n);
+}
+
+static void sigmoid_then_multiply(const float *x, float *y, int64_t n)
+{
+    co_sigmoid_loop(x, y, n);
+    for (int64_t i = 0; i < n; i++) {
+        volatile float s = y[i]; /* one rounded product, whatever the compiler would contract */
+        y[i] = x[i] * s;
+    }
+}
+
 static int check_accuracy(void)
 {
     int fails = 0;
@@ -92,15 +110,19 @@ int main(void)
     int fails = check_accuracy();
     fails += check("sigmoid dispatch", run_sigmoid, co_sigmoid_loop);
     fails += check("silu dispatch", run_silu, co_silu_loop);
+    fails += check("swish loop", co_swish_loop, sigmoid_then_multiply);
+    fails += check("swish dispatch", run_swish, sigmoid_then_multiply);
 #if defined(CO_GEMM_X86)
     const co_isa isa = co_cpu_isa();
     if (isa >= CO_ISA_AVX2) {
         fails += check("sigmoid avx2", co_sigmoid_avx2, co_sigmoid_loop);
         fails += check("silu avx2", co_silu_avx2, co_silu_loop);
+        fails += check("swish avx2", co_swish_avx2, sigmoid_then_multiply);
     }
     if (isa >= CO_ISA_AVX512) {
         fails += check("sigmoid avx512", co_sigmoid_avx512, co_sigmoid_loop);
         fails += check("silu avx512", co_silu_avx512, co_silu_loop);
+        fails += check("swish avx512", co_swish_avx512, sigmoid_then_multiply);
     }
     printf("kernel sets checked: %s\n", isa == CO_ISA_AVX512 ? "avx512 avx2" : isa == CO_ISA_AVX2 ? "avx2" : "none");
 #else

@@ -117,3 +117,79 @@ def test_fold_with_replicate_temporal_fill(tmp_path):
         want = np.maximum(y * scale[None, :, None, None, None] + shift[None, :, None, None, None], 0)
         got = fused.stream(2).forward_steps(x, pad_end=pad_end)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# ---- Swish written as x * sigmoid(x) (a traced Graph, as the zoo's X3D writes it) ----------------
+class Swish(nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(x)
+
+
+class SwishSigmoidReadTwice(nn.Module):
+    """The sigmoid has a second reader: the product cannot replace it (nothing is folded)."""
+
+    def forward(self, x):
+        s = torch.sigmoid(x)
+        return x * s + s
+
+
+def swish():
+    return co.forward_stepping(Swish())
+
+
+# (name, network, frame shape, ops in the plan that run after folding)
+SWISH_CASES = [
+    ("conv3d_swish", lambda: co.Sequential(co.Conv3d(4, 6, 3, padding=1), swish()), (4, 7, 9), 1),
+    ("conv3d_bn_swish", lambda: co.Sequential(co.Conv3d(4, 6, 3, padding=1, bias=False), nn.BatchNorm3d(6), swish()),
+     (4, 5, 6), 1),
+    ("depthwise_bn_swish", lambda: co.Sequential(co.Conv3d(6, 6, 3, padding=1, groups=6, bias=False),
+                                                 nn.BatchNorm3d(6), swish()), (6, 6, 7), 1),
+    ("bn_swish", lambda: co.Sequential(nn.BatchNorm2d(3), swish()), (3, 5), 1),
+    # residual sum then Swish: the reduction takes it (conv + BN, delay, sum)
+    ("residual_swish", lambda: co.Sequential(
+        co.Residual(co.Sequential(co.Conv3d(4, 4, 3, padding=1), nn.BatchNorm3d(4))), swish()), (4, 5, 5), 3),
+    # the sigmoid has another reader: the graph stays (conv, graph)
+    ("sigmoid_second_reader", lambda: co.Sequential(co.Conv3d(4, 6, 3, padding=1),
+                                                    co.forward_stepping(SwishSigmoidReadTwice())), (4, 5, 5), 2),
+    # the conv's output has another reader: the Swish stays a graph (conv, graph, sum)
+    ("swish_second_reader", lambda: co.Sequential(
+        co.Conv3d(4, 6, 3, padding=1), co.BroadcastReduce(co.Sequential(swish()), co.Identity(), reduce="sum")),
+     (4, 5, 5), 3),
+]
+
+
+@pytest.mark.parametrize("name,make,shape,n_ops", SWISH_CASES, ids=[c[0] for c in SWISH_CASES])
+def test_swish_graph_fold_matches_torch(tmp_path, name, make, shape, n_ops):
+    seed(6)
+    net = randomise_norms(make()).eval()
+    x = torch.randn(2, shape[0], 8, *shape[1:])
+    model = export_load(net, tmp_path, input_shape=shape)
+    live, folded = live_ops(str(tmp_path / "model.safetensors"), 2, shape)
+    assert len(live) == n_ops, live
+    assert ("graph" in live) == name.endswith("second_reader"), live
+    assert model.plan_info(2, shape)["num_ops"] == n_ops + folded
+    check_modes(model, x, torch_forward(net, x))
+
+
+def test_swish_fold_is_sigmoid_then_multiply_bit_for_bit(tmp_path):
+    """The folded Swish gives the bits of the library's sigmoid followed by one float32 product: the
+    conv alone, then a Sigmoid model, then numpy's product (IEEE single rounding) — in steps, in
+    forward_steps and in forward, at batch 1 and 3."""
+    seed(7)
+    conv = co.Conv3d(4, 6, 3, padding=1)
+    fused = export_load(co.Sequential(conv, swish()).eval(), tmp_path, input_shape=(4, 6, 6), name="fused.st")
+    assert live_ops(str(tmp_path / "fused.st"), 1, (4, 6, 6)) == (["conv"], 1)
+    alone = export_load(co.Sequential(conv).eval(), tmp_path, input_shape=(4, 6, 6), name="conv.st")
+    sig = export_load(co.Sequential(nn.Sigmoid()), tmp_path, input_shape=(6, 6, 6), name="sig.st")
+    for B in (1, 3):
+        x = (torch.randn(B, 4, 7, 6, 6) * 4).numpy()
+        y = alone.stream(B).forward_steps(x, pad_end=True)
+        want = y * sig.forward(y)
+        assert np.array_equal(fused.stream(B).forward_steps(x, pad_end=True), want)
+        assert np.array_equal(fused.forward(x), alone.forward(x) * sig.forward(alone.forward(x)))
+        s_f, s_a = fused.stream(B), alone.stream(B)
+        for t in range(x.shape[2]):
+            yf, ya = s_f.forward_step(np.ascontiguousarray(x[:, :, t])), s_a.forward_step(np.ascontiguousarray(x[:, :, t]))
+            assert (yf is None) == (ya is None)
+            if ya is not None:
+                assert np.array_equal(yf, ya * sig.forward(ya[:, :, None])[:, :, 0])

@@ -343,3 +343,23 @@ def test_max_pool_padding_is_minus_inf_from_c(tmp_path):
     s = model.stream(1, (1,))
     np.testing.assert_array_equal(s.forward_steps(to_np(x), pad_end=True)[0, 0], [-1, -1, -2, -3, -4, -5])
     np.testing.assert_array_equal(model.forward(x)[0, 0], [-1, -1, -2, -3, -4, -5])
+
+
+@pytest.mark.parametrize("is_max", [False, True])
+def test_global_pool_plane_groups_and_threads(tmp_path, is_max):
+    """A pool with one output per plane (the SE's average pool) runs several planes at a time and,
+    on large frames, on the stream's threads: 8 + 8 + 3 planes (a group tail) per item against
+    numpy in steps, and the same bits at 1 and 3 threads and for batch 1 inside batch 3 (the large
+    frame, 19 x 48 x 48, crosses the threading threshold)."""
+    co = pytest.importorskip("continual")
+    seed(11)
+    for frame in ((19, 7, 6), (19, 48, 48)):
+        pool = (co.AdaptiveMaxPool3d if is_max else co.AdaptiveAvgPool3d)(output_size=(1, 1, 1), kernel_size=1)
+        model = export_load(co.Sequential(pool), tmp_path, input_shape=frame, name="p%d.safetensors" % frame[1])
+        x = torch.randn(3, frame[0], 4, *frame[1:]).numpy()
+        one, three = model.stream(3), model.stream(3, threads=3)
+        y1, y3 = one.forward_steps(x), three.forward_steps(x)
+        assert np.array_equal(y1, y3)
+        assert np.array_equal(model.stream(1).forward_steps(np.ascontiguousarray(x[1:2])), y1[1:2])
+        want = x.max(axis=(3, 4), keepdims=True) if is_max else x.mean(axis=(3, 4), keepdims=True)
+        assert_close(y1, want)

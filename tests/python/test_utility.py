@@ -286,3 +286,18 @@ def test_lambda_of_softmax_acts_per_frame(tmp_path):
         ref = net.forward(x)
     assert_close(model.forward(x), ref, 1e-6, "forward")
     check_modes(model, x, ref)
+
+
+def test_delay_large_frames_chunked_and_threaded(tmp_path):
+    """A Delay on frames above the threading threshold (20 x 48 x 48 floats per item, not a whole
+    number of copy chunks) moves its ring chunk by chunk, on the stream's threads: the input of 2
+    steps ago, the same bits at 1 and 3 threads, and batch 1 inside batch 3."""
+    seed(12)
+    model = export_load(co.Sequential(co.Delay(2)), tmp_path, input_shape=(20, 47, 49))
+    x = torch.randn(3, 20, 6, 47, 49).numpy()
+    y1 = model.stream(3).forward_steps(x)
+    y3 = model.stream(3, threads=3).forward_steps(x)
+    assert np.array_equal(y1, y3)
+    assert np.array_equal(y1, x[:, :, :y1.shape[2]])
+    assert np.array_equal(model.stream(1).forward_steps(np.ascontiguousarray(x[2:3])), y1[2:3])
+    check_modes(model, torch.from_numpy(x[:1]), torch.from_numpy(x[:1]), tol=0)
