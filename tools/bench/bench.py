@@ -42,14 +42,15 @@ WRONG_REL = 1e-3                # max |system - reference| / max |reference| abo
 STREAMS = 8                     # independent streams vs a lockstep batch of this size
 
 
-def l2_bytes():
-    """One core's L2 in bytes, from sysfs (0 where the system does not say)."""
+def cache_bytes(level):
+    """cpu0's cache of this level (2: its L2, 3: the L3 it shares) in bytes, from sysfs (0 where the
+    system does not say)."""
     base = "/sys/devices/system/cpu/cpu0/cache"
     try:
         for idx in sorted(os.listdir(base)):
             d = os.path.join(base, idx)
             with open(os.path.join(d, "level")) as f:
-                if f.read().strip() != "2":
+                if f.read().strip() != str(level):
                     continue
             with open(os.path.join(d, "size")) as f:
                 txt = f.read().strip().upper()
@@ -60,7 +61,8 @@ def l2_bytes():
     return 0
 
 
-L2_BYTES = l2_bytes()
+L2_BYTES = cache_bytes(2)
+L3_BYTES = cache_bytes(3)
 # The issue's targets (README, "Speed comparison").
 TARGET_VS_OTHERS = 0.5          # continual-c time / the faster correct other system
 TARGET_COMPUTE = 0.5            # of the sgemm peak
@@ -451,7 +453,7 @@ def main():
     pr("")
     tcols = ["C %dt ms" % t for t in extra_threads] + ["1t/%dt" % t for t in extra_threads]
     head = ["model", "B", "reference", "ORT", "continual-c", "C / faster other", "GFLOP/s", "% sgemm",
-            "GB/s weights", "% read bw", "weight-read ceiling", "roofline"] + tcols + ["check ref / ORT / C"]
+            "GB/s weights", "% read bw", "weights+state ceiling", "roofline"] + tcols + ["check ref / ORT / C"]
     pr("| " + " | ".join(head) + " |")
     pr("|---|--:|" + "--:|" * (len(head) - 3) + "---|")
     summary = {k: [] for k in ("others", "roofline", "threads", "streams", "forward")}
@@ -488,18 +490,25 @@ def main():
         others = [v for v in (v_ref, v_ort) if v is not None]
         ratio = v_c / min(others) if (v_c and others) else None
         cinfo = info.get((row.key, B), {})
-        macs, params = cinfo.get("macs_per_step"), cinfo.get("params")
+        macs, params, state = cinfo.get("macs_per_step"), cinfo.get("params"), cinfo.get("state_bytes") or 0
         gf = 2 * macs / (v_c * 1e6) if (v_c and macs) else None
         gbs = 4 * params / (v_c * 1e6) if (v_c and params) else None
         bnd = models.bound(row, B)
         psg = gf / sg if (gf and sg) else None
         pbw = gbs / bw if (gbs and bw) else None
-        # The most of the sgemm peak a step can reach if its weights are read once from memory
-        # per step (float32, the measured read bandwidth): rows whose ceiling is under the
-        # compute target cannot meet it at any kernel speed unless the weights stay in cache.
-        # Weights that fit in one core's L2 are not streamed: no ceiling from memory then.
-        ceil = min(1.0, (2 * macs / (4 * params)) * bw / sg) if (macs and params and bw and sg) else None
-        in_l2 = bool(params and L2_BYTES and 4 * params <= L2_BYTES)
+        # The most of the sgemm peak a step can reach if its weights are read once and its state
+        # read and written once per step (float32, the measured read bandwidth): rows whose
+        # ceiling is under the compute target cannot meet it at any kernel speed unless that
+        # memory stays in cache. The state term is exact for the retroactive attention (every
+        # numerator is updated every step) and for conv rings (every window gets a tap), an
+        # over-count for delay lines (one slot a step). Weights and state that fit in one core's
+        # L2 are not streamed: no ceiling from memory then.
+        moved = 4 * params + 2 * state if params else None
+        # what fits in half the L3 (the other core's share aside) streams at the cached rate
+        cached = peak.get("cached_gbs") if isinstance(peak.get("cached_gbs"), float) else None
+        mbw = cached if (cached and moved and L3_BYTES and moved <= L3_BYTES // 2) else bw
+        ceil = min(1.0, (2 * macs / moved) * mbw / sg) if (macs and moved and mbw and sg) else None
+        in_l2 = bool(params and L2_BYTES and 4 * params + state <= L2_BYTES)
         if in_l2:
             ceil = None
         if ratio is not None:
@@ -533,9 +542,9 @@ def main():
     pr("")
     pr("C / faster other: continual-c's time over the faster of the reference and ORT among those whose outputs "
        "are right. GFLOP/s = 2 x MACs/step (continual-c's plan) / time; GB/s = 4 bytes x parameters / time. "
-       "weight-read ceiling (compute-bound rows): min(100%%, 2 x MACs / (4 x parameters) x read bw / sgemm peak), "
-       "the share of the peak left when the weights stream from memory once per step (state reads not counted; "
-       "none where the weights fit in one core's L2). "
+       "weights+state ceiling (compute-bound rows): min(100%%, 2 x MACs / (4 x parameters + 2 x state bytes) x "
+       "read bw (the 32 MiB rate where they fit in half the L3) / sgemm peak), the share of the peak left when the weights stream from memory once per step and the "
+       "stream's state is read and written once (none where both fit in one core's L2). "
        "check: max |system - reference| / max |reference| over %d steady-state steps (wrong above %.0e of "
        "the output scale)." % (CHECK_STEPS, WRONG_REL))
     if not a.no_streams:
@@ -586,7 +595,7 @@ def main():
     line("roofline (compute-bound >= %.0f%% sgemm peak, memory-bound b1 >= %.0f%% read bw)" % (
         100 * TARGET_COMPUTE, 100 * TARGET_MEMORY), summary["roofline"],
         lambda i: "%s b%d %.0f%% %s%s" % (i[0].title, i[1], 100 * i[3], i[2],
-                                          " (weight-read ceiling %.0f%%)" % (100 * i[4]) if i[4] else ""))
+                                          " (weights+state ceiling %.0f%%)" % (100 * i[4]) if i[4] else ""))
     if not a.no_streams:
         line("%d streams in one call <= %.2fx lockstep batch %d" % (STREAMS, TARGET_STREAMS, STREAMS),
              summary["streams"], lambda i: "%s %.2f" % (i[0].title, i[1]))

@@ -250,7 +250,8 @@ class ContinualC:
     def info(self, req):
         m = self.model(req["model"])
         pi = m.plan_info(batch=req["batch"])
-        return {"macs_per_step": pi["macs_per_step"], "params": m.param_count, "has_threads": self.has_threads,
+        return {"macs_per_step": pi["macs_per_step"], "params": m.param_count, "state_bytes": pi["state_bytes"],
+                "has_threads": self.has_threads,
                 "library": self.cc.library_path()}
 
     def new_stream(self, m, batch, threads):
