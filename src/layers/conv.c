@@ -346,7 +346,8 @@ static int dw_pixels_form(const conv_params *p, const co_oprt *rt)
 /* Scratch of a pixel-form step of B items: a zero pixel, the output frame pixel-major. */
 static int64_t dw_pixels_scratch(const conv_params *p, const co_oprt *rt, int64_t B)
 {
-    return p->cin + B * rt->aux[A_H] * rt->aux[A_W] * p->cin;
+    const int64_t f = p->cin + B * rt->aux[A_H] * rt->aux[A_W] * p->cin;
+    return (f + 15) / 16 * 16; /* whole cache lines: what follows in the arena keeps its alignment */
 }
 
 /* One emitting pixel-form step: output rows (item, row) of the frame, cut into tasks by a
