@@ -33,4 +33,27 @@ void co_dw_taps(CO_DW_TAPS_ARGS);
 void co_dw_taps_avx512(CO_DW_TAPS_ARGS);
 void co_dw_taps_avx2(CO_DW_TAPS_ARGS);
 
+/* The channel-vector form, for planes too small for row vectors (a 5 x 5 row is a third of one
+ * AVX-512 vector): pixels of C channels each, channels contiguous. For output pixel i < n_px and
+ * channel c < C:
+ *   dst[i * C + c] = (0 + sum over t < n_taps of w[t * C + c] * src[t][i * src_step[t] + c])
+ *                    + (bias ? bias[c] : 0).
+ * The taps are added in order t = 0, 1, ... onto 0 and the bias last, the order of a ring window
+ * of co_dw_taps outputs (cleared, one tap a frame, the bias added as it is emitted), so the two
+ * forms give the same bits. src_step[t] may be 0 (a tap reading one padding pixel). dst must not
+ * overlap a src. */
+#define CO_DW_PIXELS_ARGS                                                                                            \
+    int64_t n_px, int64_t C, int n_taps, const float *const *src, const int64_t *src_step, const float *w,          \
+        const float *bias, float *dst
+void co_dw_pixels(CO_DW_PIXELS_ARGS);
+void co_dw_pixels_avx512(CO_DW_PIXELS_ARGS);
+void co_dw_pixels_avx2(CO_DW_PIXELS_ARGS);
+
+/* Transpose: dst[j * dst_ld + i] = src[i * src_ld + j] for i < rows, j < cols (planes to pixels
+ * and back for the channel-vector form). src_ld * rows must fit in an int32. No overlap. */
+#define CO_DW_TRANSPOSE_ARGS int64_t rows, int64_t cols, const float *src, int64_t src_ld, float *dst, int64_t dst_ld
+void co_dw_transpose(CO_DW_TRANSPOSE_ARGS);
+void co_dw_transpose_avx512(CO_DW_TRANSPOSE_ARGS);
+void co_dw_transpose_avx2(CO_DW_TRANSPOSE_ARGS);
+
 #endif /* CO_CONV_DW_H */

@@ -1,5 +1,5 @@
 /*
- * conv_dw_avx2.c — co_dw_taps with AVX2 + FMA (built with -mavx2 -mfma; called only when cpu.c
+ * conv_dw_avx2.c — co_dw_taps and co_dw_pixels with AVX2 + FMA (built with -mavx2 -mfma; called only when cpu.c
  * found them and OS support): the loop of conv_dw_impl.h on ymm vectors, tails by maskload /
  * maskstore (lanes past the mask are neither read nor written).
  */
@@ -24,5 +24,11 @@ static inline __m256i dw_mask_for(int k)
 #define DW_STORE(p, m, v) _mm256_maskstore_ps((p), (m), (v))
 #define DW_FMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define DW_TAPS_FN co_dw_taps_avx2
+#define DW_ADD(a, b) _mm256_add_ps((a), (b))
+#define DW_PIXELS_FN co_dw_pixels_avx2
+#define DW_INDEX __m256i
+#define DW_STRIDES(ld) _mm256_mullo_epi32(_mm256_set1_epi32((int)(ld)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define DW_GATHER(m, p, idx) _mm256_mask_i32gather_ps(_mm256_setzero_ps(), (p), (idx), _mm256_castsi256_ps(m), 4)
+#define DW_TRANSPOSE_FN co_dw_transpose_avx2
 #include "kernels/conv_dw_impl.h"
 #endif

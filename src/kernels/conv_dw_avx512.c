@@ -1,5 +1,5 @@
 /*
- * conv_dw_avx512.c — co_dw_taps with AVX-512 F (built with -mavx512f -mfma; called only when
+ * conv_dw_avx512.c — co_dw_taps and co_dw_pixels with AVX-512 F (built with -mavx512f -mfma; called only when
  * cpu.c found AVX-512 and OS support): the loop of conv_dw_impl.h on zmm vectors, tails by
  * opmask.
  */
@@ -19,5 +19,11 @@
 #define DW_STORE(p, m, v) _mm512_mask_storeu_ps((p), (m), (v))
 #define DW_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define DW_TAPS_FN co_dw_taps_avx512
+#define DW_ADD(a, b) _mm512_add_ps((a), (b))
+#define DW_PIXELS_FN co_dw_pixels_avx512
+#define DW_INDEX __m512i
+#define DW_STRIDES(ld) _mm512_mullo_epi32(_mm512_set1_epi32((int)(ld)), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
+#define DW_GATHER(m, p, idx) _mm512_mask_i32gather_ps(_mm512_setzero_ps(), (m), (idx), (p), 4)
+#define DW_TRANSPOSE_FN co_dw_transpose_avx512
 #include "kernels/conv_dw_impl.h"
 #endif

@@ -13,7 +13,12 @@
  *   DW_LOAD(m, p)       masked load (lanes outside m read as 0 and are not accessed)
  *   DW_STORE(p, m, v)   masked store
  *   DW_FMA(a, b, c)     a * b + c, fused
+ *   DW_ADD(a, b)        a + b
  *   DW_TAPS_FN          the function's name (co_dw_taps_<isa>)
+ *   DW_PIXELS_FN        the channel-vector form's name (co_dw_pixels_<isa>)
+ *   DW_INDEX, DW_STRIDES(ld), DW_GATHER(m, p, idx)   lane offsets 0, ld, 2 ld, ... and a masked
+ *                       gather of p[idx] (lanes outside m read as 0 and are not accessed)
+ *   DW_TRANSPOSE_FN     the transpose's name (co_dw_transpose_<isa>)
  *
  * Register blocking: a block of DW_NV vectors of lanes times up to DW_MAX_OUT outputs is summed
  * over all taps in registers (one load of each input vector serves every output); the block
@@ -90,6 +95,76 @@ void DW_TAPS_FN(CO_DW_TAPS_ARGS)
             case 3: dw_row(3, 2, n, n_taps, src, off, wo, w_ld, io, accumulate, d, doff); break;
             default: dw_row(4, 2, n, n_taps, src, off, wo, w_ld, io, accumulate, d, doff); break;
             }
+        }
+    }
+}
+
+/* ---- the channel-vector form (co_dw_pixels): np pixels x nv vectors of channels from c (one
+ * vector masked to m when !full) summed over all taps in registers; each tap's weight vectors are
+ * loaded once for the np pixels. np * nv >= 4 keeps enough independent FMA chains (a lone pixel
+ * takes 4 channel vectors). Every lane is the same FMA chain in tap order whatever the block. */
+enum { DW_PX_ACC = 8 };
+
+DW_INLINE void dw_px_block(const int np, const int nv, const int full, DW_MASK m, int64_t i, int64_t c, int64_t C,
+                           int n_taps, const float *const *src, const int64_t *src_step, const float *w,
+                           const float *bias, float *dst)
+{
+#define DW_GET(p) (full ? DW_LOADU(p) : DW_LOAD(m, p))
+    DW_VEC acc[DW_PX_ACC];
+    for (int a = 0; a < np * nv; a++) acc[a] = DW_SET1(0.0f);
+    for (int t = 0; t < n_taps; t++) {
+        const int64_t st = src_step[t];
+        const float *s = src[t] + i * st + c, *wt = w + t * C + c;
+        for (int v = 0; v < nv; v++) {
+            const DW_VEC wv = DW_GET(wt + v * DW_VL);
+            for (int q = 0; q < np; q++) acc[q * nv + v] = DW_FMA(wv, DW_GET(s + q * st + v * DW_VL), acc[q * nv + v]);
+        }
+    }
+    for (int v = 0; v < nv; v++) {
+        const DW_VEC b = bias ? DW_GET(bias + c + v * DW_VL) : DW_SET1(0.0f);
+        for (int q = 0; q < np; q++) {
+            float *d = dst + (i + q) * C + c + v * DW_VL;
+            if (full)
+                DW_STOREU(d, DW_ADD(acc[q * nv + v], b));
+            else
+                DW_STORE(d, m, DW_ADD(acc[q * nv + v], b));
+        }
+    }
+#undef DW_GET
+}
+
+/* Pixels [i, i + np) (np constant), all channels: blocks of nv full vectors, then single
+ * vectors, then the masked tail. */
+DW_INLINE void dw_px_pixels(const int np, const int nv, int64_t i, CO_DW_PIXELS_ARGS)
+{
+    const DW_MASK all = DW_MASK_FOR(DW_VL);
+    int64_t c = 0;
+    for (; c + nv * DW_VL <= C; c += nv * DW_VL) dw_px_block(np, nv, 1, all, i, c, C, n_taps, src, src_step, w, bias, dst);
+    for (; c + DW_VL <= C; c += DW_VL) dw_px_block(np, 1, 1, all, i, c, C, n_taps, src, src_step, w, bias, dst);
+    if (c < C) dw_px_block(np, 1, 0, DW_MASK_FOR(C - c), i, c, C, n_taps, src, src_step, w, bias, dst);
+}
+
+void DW_PIXELS_FN(CO_DW_PIXELS_ARGS)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n_px; i += 8) dw_px_pixels(8, 1, i, n_px, C, n_taps, src, src_step, w, bias, dst);
+    for (; i + 4 <= n_px; i += 4) dw_px_pixels(4, 2, i, n_px, C, n_taps, src, src_step, w, bias, dst);
+    for (; i + 2 <= n_px; i += 2) dw_px_pixels(2, 4, i, n_px, C, n_taps, src, src_step, w, bias, dst);
+    for (; i < n_px; i++) dw_px_pixels(1, 4, i, n_px, C, n_taps, src, src_step, w, bias, dst);
+}
+
+/* Transpose: each output run of DW_VL floats is one gather down a column of src. */
+void DW_TRANSPOSE_FN(CO_DW_TRANSPOSE_ARGS)
+{
+    const DW_INDEX idx = DW_STRIDES(src_ld);
+    const DW_MASK all = DW_MASK_FOR(DW_VL);
+    for (int64_t j = 0; j < cols; j++) {
+        float *d = dst + j * dst_ld;
+        int64_t i = 0;
+        for (; i + DW_VL <= rows; i += DW_VL) DW_STOREU(d + i, DW_GATHER(all, src + i * src_ld + j, idx));
+        if (i < rows) {
+            const DW_MASK m = DW_MASK_FOR(rows - i);
+            DW_STORE(d + i, m, DW_GATHER(m, src + i * src_ld + j, idx));
         }
     }
 }

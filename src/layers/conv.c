@@ -319,6 +319,104 @@ static void conv_taps_depthwise(const conv_params *p, const co_oprt *rt, int64_t
         for (int k = 0; k < n_tasks; k++) dw_step_task(&jb, k);
 }
 
+/* ---- depthwise steps in the channel-vector form (kernels/conv_dw.h, co_dw_pixels) ----
+ * On planes with short rows (CoX3D-S: 10 x 10, 5 x 5 with 216 / 432 channels) the row form runs
+ * on one masked vector per row. A conv that keeps the frame size (stride 1, "same" padding) with
+ * one output per input channel instead keeps the last kt input frames in its ring, pixel-major
+ * (each pixel's C channels contiguous): the same floats as kt output windows, so the state size
+ * is unchanged. A step writes its frame into the ring (one transpose) and, when it emits, sums
+ * each output pixel over all kt x kh x kw taps at once on vectors of channels, adds the bias,
+ * transposes the frame back and runs the fused activation: no window to clear, no bias pass, and
+ * windows that are never emitted (temporal stride) are never computed. The taps are summed onto 0
+ * in the order the ring form adds them (frame by frame, spatial taps in order), bias last, so both
+ * forms give the same bits (up to the portable loop's rounding, as for co_dw_taps). Rows wider
+ * than CONV_DW_PIXELS_MAX_ROW keep the row form (the transposes cost more than the tails). */
+enum { CONV_DW_PIXELS_MAX_ROW = 16 };
+
+static int conv_packs_weights(const conv_params *p);
+
+static int dw_pixels_form(const conv_params *p, const co_oprt *rt)
+{
+    /* wpack holds the pixel-major weights unless it holds a Conv1d's product panels */
+    return conv_depthwise(p, rt) && p->wpack && !conv_packs_weights(p) && p->cout == p->cin && p->ss[0] == 1 && p->ss[1] == 1 &&
+           rt->aux[A_HO] == rt->aux[A_H] && rt->aux[A_WO] == rt->aux[A_W] &&
+           p->kt * p->ks[0] * p->ks[1] <= CONV_DW_TAPS && rt->aux[A_WO] <= CONV_DW_PIXELS_MAX_ROW;
+}
+
+/* Scratch of a pixel-form step of B items: a zero pixel, the output frame pixel-major. */
+static int64_t dw_pixels_scratch(const conv_params *p, const co_oprt *rt, int64_t B)
+{
+    const int64_t f = p->cin + B * rt->aux[A_H] * rt->aux[A_W] * p->cin;
+    return (f + 15) / 16 * 16; /* whole cache lines: what follows in the arena keeps its alignment */
+}
+
+/* One emitting pixel-form step: output rows (item, row) of the frame, cut into tasks by a
+ * partition that depends only on the shapes; each output pixel is one co_dw_pixels call's. */
+typedef struct dw_pixels_job {
+    const conv_params *p;
+    const co_oprt *rt;
+    const float *ring, *w, *zero;
+    int64_t slot, pos, rows, per_task;
+    float *out;
+} dw_pixels_job;
+
+/* Tap pointers of output pixel (ho, wo) of item frame `b` (the interior pixels after it follow
+ * at src_step[t]: C, or 0 for a tap on a zero-padding row). */
+static int dw_pixel_taps(const dw_pixels_job *jb, int64_t b, int64_t ho, int64_t wo, const float **src, int64_t *step)
+{
+    const conv_params *p = jb->p;
+    const int64_t H = jb->rt->aux[A_H], W = jb->rt->aux[A_W], C = p->cin;
+    int t = 0;
+    for (int64_t j = 0; j < p->kt; j++) {
+        /* tap j reads the frame of k-1-j steps ago: ring slot pos - (k-1-j) */
+        const float *frame = jb->ring + ((jb->pos + 1 + j) % p->kt) * jb->slot + b * H * W * C;
+        for (int64_t kh = 0; kh < p->ks[0]; kh++) {
+            int64_t ih = ho - p->ps[0] + kh * p->ds[0];
+            const int row_pad = ih < 0 || ih >= H;
+            if (row_pad) ih = ih < 0 ? 0 : H - 1;
+            for (int64_t kw = 0; kw < p->ks[1]; kw++, t++) {
+                int64_t iw = wo - p->ps[1] + kw * p->ds[1];
+                const int col_pad = iw < 0 || iw >= W;
+                if (col_pad) iw = iw < 0 ? 0 : W - 1;
+                if ((row_pad || col_pad) && !p->replicate_pad) {
+                    src[t] = jb->zero;
+                    step[t] = 0;
+                } else {
+                    src[t] = frame + (ih * W + iw) * C;
+                    step[t] = C;
+                }
+            }
+        }
+    }
+    return t;
+}
+
+static void dw_pixels_task(void *ctx, int task)
+{
+    const dw_pixels_job *jb = ctx;
+    const conv_params *p = jb->p;
+    const int64_t H = jb->rt->aux[A_H], W = jb->rt->aux[A_W], C = p->cin;
+    /* columns whose every tap is inside the row ("same" padding: ps[1] on each side) */
+    const int64_t lo = min64(W, p->ps[1]), hi = max64(lo, W - p->ps[1]);
+    const float *src[CONV_DW_TAPS];
+    int64_t step[CONV_DW_TAPS];
+    const int64_t r0 = task * jb->per_task, r1 = min64(jb->rows, r0 + jb->per_task);
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t b = r / H, ho = r % H;
+        float *dst = jb->out + (b * H + ho) * W * C;
+        for (int64_t wo = 0; wo < W; wo++) {
+            if (wo == lo && hi > lo) {
+                const int n = dw_pixel_taps(jb, b, ho, wo, src, step);
+                co_dw_pixels(hi - lo, C, n, src, step, jb->w, p->bias, dst + wo * C);
+                wo = hi - 1;
+                continue;
+            }
+            const int n = dw_pixel_taps(jb, b, ho, wo, src, step);
+            co_dw_pixels(1, C, n, src, step, jb->w, p->bias, dst + wo * C);
+        }
+    }
+}
+
 /* Clip mode: every output frame as the sum of all its taps (temporal and spatial), onto the bias. */
 static void conv_clip_depthwise(const conv_params *p, const co_oprt *rt, int64_t B, int64_t T, int64_t To,
                                 const float *x, float *out, float *scratch)
@@ -663,7 +761,33 @@ static int conv_vector_form(const conv_params *p, const co_oprt *rt)
  * in the vector form (no spatial dims). */
 static int conv_packs_weights(const conv_params *p) { return p->nsd == 0 && p->groups == 1; }
 
-static void conv_pack_weights(conv_params *p) { co_gemm_pack_b(1, p->cin, p->kt * p->cout, p->w, p->kcol, p->wpack); }
+/* Depthwise with one output per channel and at most CONV_DW_TAPS taps (the steps that may take
+ * the channel-vector form, dw_pixels_form): wpack holds w pixel-major instead, tap t = (j, kh,
+ * kw) of channel c at t * cin + c. */
+static int conv_packs_pixel_weights(const conv_params *p)
+{
+    return p->groups == p->cin && p->cout == p->cin && p->kt * p->ks[0] * p->ks[1] <= CONV_DW_TAPS;
+}
+
+static size_t conv_pack_bytes(const conv_params *p)
+{
+    if (conv_packs_weights(p)) return co_gemm_pack_size(p->cin, p->kt * p->cout);
+    if (conv_packs_pixel_weights(p)) return (size_t)(p->kt * p->cout * p->kcol) * sizeof(float);
+    return 0;
+}
+
+static void conv_pack_weights(conv_params *p)
+{
+    if (conv_packs_weights(p)) {
+        co_gemm_pack_b(1, p->cin, p->kt * p->cout, p->w, p->kcol, p->wpack);
+        return;
+    }
+    float *wp = (float *)p->wpack;
+    const int64_t n_sp = p->ks[0] * p->ks[1], C = p->cin;
+    for (int64_t j = 0; j < p->kt; j++)
+        for (int64_t t = 0; t < n_sp; t++)
+            for (int64_t c = 0; c < C; c++) wp[(j * n_sp + t) * C + c] = p->w[(j * p->cout + c) * p->kcol + t];
+}
 
 static int64_t conv_chunk_items(const co_oprt *rt, int64_t items)
 {
@@ -698,7 +822,9 @@ static size_t conv_step_scratch(const conv_params *p, const co_oprt *rt, int64_t
     if (rt->aux[A_WINO]) return wino_step_scratch(p, rt, items);
     if (conv_depthwise(p, rt)) {
         const dw_geom g = dw_geometry(p, rt);
-        return (size_t)(dw_step_tasks(p, rt, items * p->cin) * dw_plane_floats(&g));
+        const int64_t rows = dw_step_tasks(p, rt, items * p->cin) * dw_plane_floats(&g);
+        /* both forms' (a stateless conv steps in the row form whatever the shape) */
+        return (size_t)(dw_pixels_form(p, rt) ? max64(rows, dw_pixels_scratch(p, rt, items)) : rows);
     }
     return (size_t)(conv_step_slices(p, rt, items) * conv_chunk_floats(p, rt, items));
 }
@@ -753,7 +879,7 @@ static void conv_accumulate_chunk(const conv_job *job, int64_t f0, int64_t nf, f
         }
         /* Packed panels for every item count, 1 included: a stream stepped alone and the same
          * stream inside a multi-stream call must sum in the same order (bit-identical). */
-        if (p->wpack) co_gemm_packed(nf, M, p->cin, X, p->cin, p->wpack, 0.0f, prod, M);
+        if (conv_packs_weights(p)) co_gemm_packed(nf, M, p->cin, X, p->cin, p->wpack, 0.0f, prod, M);
         else co_gemm_nt(nf, M, p->cin, X, p->cin, p->w, p->kcol, 0.0f, prod, M);
     } else {
         for (int64_t g = 0; g < p->groups; g++) {
@@ -1099,8 +1225,47 @@ static int conv_step_depthwise(const co_op *op, const co_oprt *rt, void *state, 
     return conv_finish(op, rt, state, out);
 }
 
+/* Depthwise in the channel-vector form (dw_pixels_form): the ring holds the last kt input
+ * frames, pixel-major; the output is computed only when a window is emitted. */
+static int conv_step_dw_pixels(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out,
+                               float *scratch)
+{
+    const conv_params *p = op->params;
+    conv_state_head *h = state;
+    const int64_t B = rt->out.d[0], C = p->cin, S = rt->aux[A_H] * rt->aux[A_W], slot = B * C * S;
+    float *ring = (float *)(h + 1), *frame = ring + h->pos * slot;
+    for (int64_t b = 0; b < B; b++) co_dw_transpose(C, S, in[0] + b * C * S, S, frame + b * C * S, C);
+    if (!h->started) {
+        /* replicate: the k-1 virtual frames before the first are copies of it (zeros: the reset ring) */
+        if (op->fill == CO_FILL_REPLICATE)
+            for (int64_t m = 1; m < p->kt; m++) memcpy(ring + ((h->pos + m) % p->kt) * slot, frame, (size_t)slot * sizeof(float));
+        h->started = 1;
+    }
+    const int emit = h->countdown == 0;
+    if (emit) {
+        float *zero = scratch, *hwc = zero + C;
+        memset(zero, 0, (size_t)C * sizeof(float));
+        dw_pixels_job jb = {.p = p, .rt = rt, .ring = ring, .w = (const float *)p->wpack, .zero = zero, .slot = slot, .pos = h->pos,
+                            .rows = B * rt->aux[A_H], .out = hwc};
+        const int64_t tasks = min64(jb.rows, dw_step_tasks(p, rt, B * C));
+        jb.per_task = (jb.rows + tasks - 1) / tasks;
+        const int n_tasks = (int)((jb.rows + jb.per_task - 1) / jb.per_task);
+        co_pool *pool = co_pool_current();
+        if (n_tasks > 1 && pool)
+            co_pool_run(pool, n_tasks, dw_pixels_task, &jb);
+        else
+            for (int k = 0; k < n_tasks; k++) dw_pixels_task(&jb, k);
+        for (int64_t b = 0; b < B; b++) co_dw_transpose(S, C, hwc + b * S * C, C, out + b * C * S, S);
+        co_fused_act_run(&p->act, out, slot);
+    }
+    h->pos = (h->pos + 1) % p->kt;
+    h->countdown = emit ? p->st - 1 : h->countdown - 1;
+    return emit;
+}
+
 static int conv_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)
 {
+    if (dw_pixels_form(op->params, rt)) return conv_step_dw_pixels(op, rt, state, in, out, scratch);
     if (conv_depthwise(op->params, rt)) return conv_step_depthwise(op, rt, state, in, out, scratch);
     void *states[1] = {state};
     if (conv_step_vec_split(op, rt, 1, in, states, &out, scratch)) return conv_advance(op->params, state);
@@ -1112,6 +1277,10 @@ static int conv_step(const co_op *op, const co_oprt *rt, void *state, const floa
 static void conv_step_multi(const co_op *op, const co_oprt *rt, int n, void *const *states, const float *const *in,
                             float *const *out, int *produced, float *scratch)
 {
+    if (dw_pixels_form(op->params, rt)) {
+        for (int i = 0; i < n; i++) produced[i] = conv_step_dw_pixels(op, rt, states[i], in + i, out[i], scratch);
+        return;
+    }
     if (conv_depthwise(op->params, rt)) {
         for (int i = 0; i < n; i++) produced[i] = conv_step_depthwise(op, rt, states[i], in + i, out[i], scratch);
         return;
@@ -1350,7 +1519,7 @@ co_status co_build_conv(co_builder *b, const cJSON *node, const char *path, int 
     q.bias = bias;
     const int winograd = conv_winograd_eligible(&q) && !(co_load_flags(b) & CO_LOAD_DIRECT_CONV);
     const size_t wino_bytes = winograd ? co_gemm_pack_size(cin, k[0] * cout) : 0;
-    const size_t wpack_bytes = conv_packs_weights(&q) ? co_gemm_pack_size(cin, k[0] * cout) : 0;
+    const size_t wpack_bytes = conv_pack_bytes(&q);
     conv_params *p = co_alloc(sizeof *p + wfloats * sizeof(float) + CO_WINO_ELEMS * wino_bytes + wpack_bytes);
     if (!p) return co_error(CO_ERR_OUT_OF_MEMORY, "%s: out of memory for weights", path);
     *p = q;
