@@ -29,7 +29,11 @@
 /* Carving a creation's one block into its tables: points ptr at the next n elements at the cursor
  * (an unsigned char *) and moves the cursor past them. */
 #define TAKE(cursor, ptr, n) ((ptr) = (void *)(cursor), (cursor) += (n) * sizeof *(ptr))
-#define CO_STATE_MAGIC "COSTATE2" /* 2: the executor tail (seen flags, last inputs) */
+/* The state format's version is in its magic. 2: the executor tail (seen flags, last inputs);
+ * 3: depthwise convs on small stride-1 frames keep their last k input frames pixel-major instead
+ * of k partial outputs (same size, other meaning: a version-2 state is refused, not misread). */
+#define CO_STATE_MAGIC "COSTATE3"
+#define CO_STATE_MAGIC_FAMILY "COSTATE" /* the magic without its version digit */
 
 struct co_stream {
     const co_model *m;
@@ -539,6 +543,10 @@ co_status co_stream_restore(co_stream *s, const void *buf, size_t size)
     if (size < sizeof h) return co_error(CO_ERR_STATE, "saved state of %zu bytes is shorter than its header", size);
     memcpy(&h, buf, sizeof h);
     fill_header(s, &mine);
+    if (memcmp(h.magic, CO_STATE_MAGIC_FAMILY, 7) == 0 && h.magic[7] >= '0' && h.magic[7] <= '9' &&
+        h.magic[7] != CO_STATE_MAGIC[7])
+        return co_error(CO_ERR_STATE, "saved state is format %c, this library reads format %c: save it again with "
+                        "this library (states do not carry over between state formats)", h.magic[7], CO_STATE_MAGIC[7]);
     if (memcmp(h.magic, CO_STATE_MAGIC, 8) != 0) return co_error(CO_ERR_STATE, "not a continual-c stream state");
     if (h.fingerprint != mine.fingerprint)
         return co_error(CO_ERR_STATE, "saved state belongs to another model (network or weights differ)");

@@ -1174,7 +1174,7 @@ static int conv_step_vec_split(const co_op *op, const co_oprt *rt, int64_t n, co
     co_pool *pool = co_pool_current();
     const int threads = co_pool_threads(pool);
     const int64_t B = rt->out.d[0], items = n * B, M = p->kt * p->cout;
-    if (threads < 2 || items < 2 || !p->wpack || !conv_vector_form(p, rt) || conv_chunk_items(rt, items) < items)
+    if (threads < 2 || items < 2 || !conv_packs_weights(p) || !conv_vector_form(p, rt) || conv_chunk_items(rt, items) < items)
         return 0;
     if ((double)items * (double)M * (double)p->cin < CONV_VEC_PARALLEL_MIN_MACS) return 0;
     if (op->fill == CO_FILL_REPLICATE)

@@ -260,6 +260,12 @@ static void check_model(const char *what, co_model *m, co_model *other_weights, 
     bad[0] ^= 0x55;
     TU_STATUS(co_stream_restore(s, bad, n_before), CO_ERR_STATE, "bad magic");
     memcpy(bad, before, n_before);
+    bad[7] = bad[7] == '2' ? '1' : '2'; /* another version of the state format */
+    TU_STATUS(co_stream_restore(s, bad, n_before), CO_ERR_STATE, "state of another format version");
+    TU_CHECK(strstr(co_last_error(), "format") && strstr(co_last_error(), "save it again"),
+             "%s: the message names the format version: %s", what, co_last_error());
+    TU_CHECK(state_is(s, before, n_before), "%s: a refused restore changed the stream", what);
+    memcpy(bad, before, n_before);
     bad[9] ^= 0x01; /* inside the fingerprint */
     TU_STATUS(co_stream_restore(s, bad, n_before), CO_ERR_STATE, "bad fingerprint");
     memcpy(bad, before, n_before);
