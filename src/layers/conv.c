@@ -1077,23 +1077,65 @@ static co_status conv_check_state(const co_op *op, const co_oprt *rt, const void
     return CO_OK;
 }
 
-/* Emits items [b0, b1) of the window at `done` (B items of cout x So) into out — plus bias, the
- * fused activation — if `emit`, then clears them for reuse. */
-static void conv_emit_items(const conv_params *p, int64_t So, float *done, float *out, int64_t b0, int64_t b1, int emit)
+/* ---- element-wise passes over a frame's rows (B x cout rows of So floats) ----
+ * The window emit (plus bias, fused activation, then the clear), a stateless step's clear before
+ * its product and its bias + activation after. On one thread they were a quarter of a CoX3D-S
+ * batch-8 step left serial beside split products; now they are cut into row ranges fixed by the
+ * shapes and run on the pool. Every element is computed alone, in the same operations, so the
+ * bits are those of one pass on any thread count. */
+typedef enum conv_rows_pass { CONV_ROWS_EMIT, CONV_ROWS_SKIP, CONV_ROWS_CLEAR, CONV_ROWS_BIAS_ACT } conv_rows_pass;
+enum { CONV_ROWS_TASK_FLOATS = 1 << 14, CONV_ROWS_PARALLEL_MIN = 1 << 15 }; /* as the element-wise passes */
+
+/* Rows [r0, r1): EMIT: out = done + bias, activated, done cleared; SKIP: done cleared (a window
+ * a temporal stride does not emit); CLEAR: out cleared; BIAS_ACT: out += bias (if any),
+ * activated. */
+static void conv_rows_range(const conv_params *p, int64_t So, conv_rows_pass pass, float *done, float *out, int64_t r0,
+                            int64_t r1)
 {
-    const int64_t win = p->cout * So;
-    if (emit) {
-        for (int64_t b = b0; b < b1; b++)
-            for (int64_t c = 0; c < p->cout; c++) {
-                const float bias = p->bias ? p->bias[c] : 0.0f;
-                const float *s = done + b * win + c * So;
-                float *o = out + b * win + c * So;
-                for (int64_t i = 0; i < So; i++) o[i] = s[i] + bias;
-            }
-        /* once over the items, not per channel: feature vectors (So = 1) would pay a call per float */
-        co_fused_act_run(&p->act, out + b0 * win, (b1 - b0) * win);
+    const int64_t n = (r1 - r0) * So;
+    if (pass == CONV_ROWS_CLEAR) {
+        memset(out + r0 * So, 0, (size_t)n * sizeof(float));
+        return;
     }
-    memset(done + b0 * win, 0, (size_t)((b1 - b0) * win) * sizeof(float));
+    if (pass == CONV_ROWS_EMIT || (pass == CONV_ROWS_BIAS_ACT && p->bias))
+        for (int64_t r = r0; r < r1; r++) {
+            const int64_t c = r % p->cout;
+            const float bias = p->bias ? p->bias[c] : 0.0f;
+            float *o = out + r * So;
+            const float *s = pass == CONV_ROWS_EMIT ? done + r * So : o;
+            for (int64_t i = 0; i < So; i++) o[i] = s[i] + bias;
+        }
+    /* once over the range, not per row: feature vectors (So = 1) would pay a call per float */
+    if (pass != CONV_ROWS_SKIP) co_fused_act_run(&p->act, out + r0 * So, n);
+    if (pass == CONV_ROWS_EMIT || pass == CONV_ROWS_SKIP) memset(done + r0 * So, 0, (size_t)n * sizeof(float));
+}
+
+typedef struct conv_rows_job {
+    const conv_params *p;
+    int64_t So, rows, rows_per_task;
+    conv_rows_pass pass;
+    float *done, *out;
+} conv_rows_job;
+
+static void conv_rows_task(void *ctx, int task)
+{
+    const conv_rows_job *j = ctx;
+    const int64_t r0 = (int64_t)task * j->rows_per_task;
+    conv_rows_range(j->p, j->So, j->pass, j->done, j->out, r0, min64(j->rows, r0 + j->rows_per_task));
+}
+
+/* `pass` over all B x cout rows, on the pool where the frame is large enough. */
+static void conv_rows(const conv_params *p, int64_t B, int64_t So, conv_rows_pass pass, float *done, float *out)
+{
+    const int64_t rows = B * p->cout;
+    co_pool *pool = co_pool_current();
+    if (!pool || rows * So < CONV_ROWS_PARALLEL_MIN) {
+        conv_rows_range(p, So, pass, done, out, 0, rows);
+        return;
+    }
+    conv_rows_job j = {.p = p, .So = So, .rows = rows, .pass = pass, .done = done, .out = out,
+                       .rows_per_task = max64(1, CONV_ROWS_TASK_FLOATS / So)};
+    co_pool_run(pool, (int)ceil_div(rows, j.rows_per_task), conv_rows_task, &j);
 }
 
 /* Moves the phase after a step; returns whether the step emitted. */
@@ -1114,7 +1156,7 @@ static int conv_finish(const co_op *op, const co_oprt *rt, void *state, float *o
     conv_state_head *h = state;
     const int64_t B = rt->out.d[0], So = rt->aux[A_SO];
     float *ring = (float *)(h + 1);
-    conv_emit_items(p, So, ring + h->pos * B * p->cout * So, out, 0, B, h->countdown == 0);
+    conv_rows(p, B, So, h->countdown == 0 ? CONV_ROWS_EMIT : CONV_ROWS_SKIP, ring + h->pos * B * p->cout * So, out);
     return conv_advance(p, h);
 }
 
@@ -1160,7 +1202,8 @@ static void conv_vec_task(void *ctx, int task)
             for (int64_t j = 0; j < p->kt; j++)
                 conv_add_tap(p, 1, ring + ((h->pos + p->kt - 1 - j) % p->kt) * slot + b * win, P + j * p->cout, 1);
         }
-        conv_emit_items(p, 1, ring + h->pos * slot, v->out[i], b0, b1, h->countdown == 0);
+        conv_rows_range(p, 1, h->countdown == 0 ? CONV_ROWS_EMIT : CONV_ROWS_SKIP, ring + h->pos * slot, v->out[i],
+                        b0 * p->cout, b1 * p->cout);
         f += b1 - b0;
     }
 }
@@ -1296,15 +1339,6 @@ static void conv_step_multi(const co_op *op, const co_oprt *rt, int n, void *con
 /* The fused activation, if any, over n outputs. */
 static void conv_activate(const conv_params *p, float *out, int64_t n) { co_fused_act_run(&p->act, out, n); }
 
-static void conv_add_bias(const conv_params *p, int64_t B, int64_t So, float *out)
-{
-    const int64_t win = p->cout * So;
-    if (p->bias)
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t c = 0; c < p->cout; c++)
-                for (int64_t i = 0; i < So; i++) out[b * win + c * So + i] += p->bias[c];
-}
-
 /* Stateless case (k=1, s=1, p=0): one product per frame, no ring. */
 static int conv_step_stateless(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out,
                                float *scratch)
@@ -1312,15 +1346,14 @@ static int conv_step_stateless(const co_op *op, const co_oprt *rt, void *state, 
     const conv_params *p = op->params;
     const int64_t B = rt->out.d[0], So = rt->aux[A_SO], win = p->cout * So;
     const int64_t S_in = rt->aux[A_H] * rt->aux[A_W];
-    memset(out, 0, (size_t)(B * win) * sizeof(float));
+    conv_rows(p, B, So, CONV_ROWS_CLEAR, NULL, out);
     if (conv_depthwise(p, rt)) {
         float *d[1] = {out};
         conv_taps_depthwise(p, rt, B, in[0], p->cin * S_in, S_in, 0, 1, d, win, So, scratch);
     } else {
         conv_accumulate(op, rt, 1, in, NULL, &out, scratch);
     }
-    conv_add_bias(p, B, So, out);
-    conv_activate(p, out, B * win);
+    conv_rows(p, B, So, CONV_ROWS_BIAS_ACT, NULL, out);
     return 1;
 }
 
@@ -1328,16 +1361,15 @@ static void conv_step_multi_stateless(const co_op *op, const co_oprt *rt, int n,
                                       const float *const *in, float *const *out, int *produced, float *scratch)
 {
     const conv_params *p = op->params;
-    const int64_t B = rt->out.d[0], So = rt->aux[A_SO], win = p->cout * So;
+    const int64_t B = rt->out.d[0], So = rt->aux[A_SO];
     if (conv_depthwise(p, rt)) {
         for (int i = 0; i < n; i++) produced[i] = conv_step_stateless(op, rt, NULL, in + i, out[i], scratch);
         return;
     }
-    for (int i = 0; i < n; i++) memset(out[i], 0, (size_t)(B * win) * sizeof(float));
+    for (int i = 0; i < n; i++) conv_rows(p, B, So, CONV_ROWS_CLEAR, NULL, out[i]);
     conv_accumulate(op, rt, n, in, NULL, out, scratch);
     for (int i = 0; i < n; i++) {
-        conv_add_bias(p, B, So, out[i]);
-        conv_activate(p, out[i], B * win);
+        conv_rows(p, B, So, CONV_ROWS_BIAS_ACT, NULL, out[i]);
         produced[i] = 1;
     }
 }
