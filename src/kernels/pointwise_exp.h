@@ -54,9 +54,11 @@ static inline float co_exp_poly(float x)
 /* y = sigmoid(x), y = silu(x) = x / (1 + exp(-x)) (torch's silu) and y = x * sigmoid(x) (a Swish
  * written as a product: the sigmoid rounded to float, then one product, so the bits of sigmoid
  * followed by a multiply), as the loops the compiler vectorises */
+static inline float co_sigmoid_of(float x) { return 1.0f / (1.0f + co_exp_poly(-x)); }
+
 static inline void co_sigmoid_loop(const float *x, float *y, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + co_exp_poly(-x[i]));
+    for (int64_t i = 0; i < n; i++) y[i] = co_sigmoid_of(x[i]);
 }
 
 static inline void co_silu_loop(const float *x, float *y, int64_t n)
@@ -66,10 +68,7 @@ static inline void co_silu_loop(const float *x, float *y, int64_t n)
 
 static inline void co_swish_loop(const float *x, float *y, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++) {
-        const float s = 1.0f / (1.0f + co_exp_poly(-x[i]));
-        y[i] = x[i] * s;
-    }
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * co_sigmoid_of(x[i]);
 }
 
 /* The wide builds (x86-64 with CO_GEMM_X86; call only when co_cpu_isa() says the CPU runs them). */

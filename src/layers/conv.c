@@ -311,12 +311,8 @@ static void conv_taps_depthwise(const conv_params *p, const co_oprt *rt, int64_t
                       .dst = dst, .j0 = j0, .n_out = n_out, .scratch = scratch};
     const int64_t tasks = dw_step_tasks(p, rt, jb.planes);
     jb.per_task = (jb.planes + tasks - 1) / tasks;
-    const int n_tasks = (int)((jb.planes + jb.per_task - 1) / jb.per_task);
-    co_pool *pool = co_pool_current();
-    if (n_tasks > 1 && pool)
-        co_pool_run(pool, n_tasks, dw_step_task, &jb);
-    else
-        for (int k = 0; k < n_tasks; k++) dw_step_task(&jb, k);
+    /* no pool or one task: co_pool_run runs it on this thread */
+    co_pool_run(co_pool_current(), (int)((jb.planes + jb.per_task - 1) / jb.per_task), dw_step_task, &jb);
 }
 
 /* ---- depthwise steps in the channel-vector form (kernels/conv_dw.h, co_dw_pixels) ----
@@ -1292,18 +1288,11 @@ static int conv_step_dw_pixels(const co_op *op, const co_oprt *rt, void *state, 
                             .rows = B * rt->aux[A_H], .out = hwc};
         const int64_t tasks = min64(jb.rows, dw_step_tasks(p, rt, B * C));
         jb.per_task = (jb.rows + tasks - 1) / tasks;
-        const int n_tasks = (int)((jb.rows + jb.per_task - 1) / jb.per_task);
-        co_pool *pool = co_pool_current();
-        if (n_tasks > 1 && pool)
-            co_pool_run(pool, n_tasks, dw_pixels_task, &jb);
-        else
-            for (int k = 0; k < n_tasks; k++) dw_pixels_task(&jb, k);
+        co_pool_run(co_pool_current(), (int)((jb.rows + jb.per_task - 1) / jb.per_task), dw_pixels_task, &jb);
         for (int64_t b = 0; b < B; b++) co_dw_transpose(S, C, hwc + b * S * C, C, out + b * C * S, S);
         co_fused_act_run(&p->act, out, slot);
     }
-    h->pos = (h->pos + 1) % p->kt;
-    h->countdown = emit ? p->st - 1 : h->countdown - 1;
-    return emit;
+    return conv_advance(p, h);
 }
 
 static int conv_step(const co_op *op, const co_oprt *rt, void *state, const float *const *in, float *out, float *scratch)

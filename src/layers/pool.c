@@ -111,6 +111,9 @@ static spatial_window window_of(const pool_params *p, const co_oprt *rt, int64_t
     return w;
 }
 
+/* torch's max: a NaN wins over any number */
+static inline float pool_max(float acc, float v) { return (v > acc || isnan(v)) ? v : acc; }
+
 /* Folds the in-range values of `plane` (H x W) in window `w` into acc: max, or sum (avg). */
 static float pool_plane(const pool_params *p, const co_oprt *rt, const float *plane, spatial_window w, float acc)
 {
@@ -120,7 +123,7 @@ static float pool_plane(const pool_params *p, const co_oprt *rt, const float *pl
         for (int64_t c = w.w0; c < w.w1; c += w.ws) {
             if (c < 0 || c >= W) continue;
             const float v = plane[h * W + c];
-            if (p->is_max) acc = (v > acc || isnan(v)) ? v : acc;
+            if (p->is_max) acc = pool_max(acc, v);
             else acc += v;
         }
     }
@@ -156,7 +159,7 @@ static void pool_global_rows(const global_job *j, int64_t r0, int64_t r1)
             for (int64_t i = 0; i < j->S; i++)
                 for (int k = 0; k < POOL_PLANES; k++) {
                     const float v = x[k * j->row_stride + i];
-                    acc[k] = (v > acc[k] || isnan(v)) ? v : acc[k];
+                    acc[k] = pool_max(acc[k], v);
                 }
         else
             for (int64_t i = 0; i < j->S; i++)
@@ -168,7 +171,7 @@ static void pool_global_rows(const global_job *j, int64_t r0, int64_t r1)
         float acc = init;
         for (int64_t i = 0; i < j->S; i++) {
             const float v = x[i];
-            if (j->is_max) acc = (v > acc || isnan(v)) ? v : acc;
+            if (j->is_max) acc = pool_max(acc, v);
             else acc += v;
         }
         j->y[r] = acc;
@@ -297,7 +300,7 @@ static int pool_step_common(const co_op *op, const co_oprt *rt, void *state, con
             n_real += is_real[sl];
             if (j == 0) memcpy(scratch, v, (size_t)n * sizeof(float));
             else if (p->is_max)
-                for (int64_t i = 0; i < n; i++) scratch[i] = (v[i] > scratch[i] || isnan(v[i])) ? v[i] : scratch[i];
+                for (int64_t i = 0; i < n; i++) scratch[i] = pool_max(scratch[i], v[i]);
             else
                 for (int64_t i = 0; i < n; i++) scratch[i] += v[i];
         }

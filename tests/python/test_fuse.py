@@ -70,9 +70,10 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,make,shape,n_ops", CASES, ids=[c[0] for c in CASES])
-def test_fold_matches_torch(tmp_path, name, make, shape, n_ops):
-    seed(3)
+def check_fold(tmp_path, make, shape, n_ops, rng_seed):
+    """Exports make(), checks that n_ops ops stay live (the folded ones still listed in the plan)
+    and the model against torch in every mode; returns the live ops' kinds."""
+    seed(rng_seed)
     net = randomise_norms(make()).eval()
     x = torch.randn(2, shape[0], 8, *shape[1:])
     model = export_load(net, tmp_path, input_shape=shape)
@@ -80,6 +81,12 @@ def test_fold_matches_torch(tmp_path, name, make, shape, n_ops):
     assert len(live) == n_ops, live
     assert model.plan_info(2, shape)["num_ops"] == n_ops + folded  # folded ops stay listed
     check_modes(model, x, torch_forward(net, x))
+    return live
+
+
+@pytest.mark.parametrize("name,make,shape,n_ops", CASES, ids=[c[0] for c in CASES])
+def test_fold_matches_torch(tmp_path, name, make, shape, n_ops):
+    check_fold(tmp_path, make, shape, n_ops, 3)
 
 
 def test_fold_is_bit_stable_across_streams_and_batches(tmp_path):
@@ -160,15 +167,8 @@ SWISH_CASES = [
 
 @pytest.mark.parametrize("name,make,shape,n_ops", SWISH_CASES, ids=[c[0] for c in SWISH_CASES])
 def test_swish_graph_fold_matches_torch(tmp_path, name, make, shape, n_ops):
-    seed(6)
-    net = randomise_norms(make()).eval()
-    x = torch.randn(2, shape[0], 8, *shape[1:])
-    model = export_load(net, tmp_path, input_shape=shape)
-    live, folded = live_ops(str(tmp_path / "model.safetensors"), 2, shape)
-    assert len(live) == n_ops, live
+    live = check_fold(tmp_path, make, shape, n_ops, 6)
     assert ("graph" in live) == name.endswith("second_reader"), live
-    assert model.plan_info(2, shape)["num_ops"] == n_ops + folded
-    check_modes(model, x, torch_forward(net, x))
 
 
 def test_swish_fold_is_sigmoid_then_multiply_bit_for_bit(tmp_path):
